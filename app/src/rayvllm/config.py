@@ -101,6 +101,32 @@ class AutoscalingConfig(StrictModel):
         return self
 
 
+class ModelSizing(StrictModel):
+    """Size hints of a model for the chart's capacity check and `rayvllm capacity`; the app ignores them.
+
+    Memory per GPU = parameters x weight_bytes_per_param / tensor_parallel_size
+    + 2 (K and V) x num_layers x ceil(num_kv_heads / tensor_parallel_size) x head_dim
+    x kv_cache_bytes_per_value x max_model_len.
+    """
+
+    parameters: float = Field(
+        gt=0, description="Total parameter count, embeddings included (for example 8.03e9 for Llama-3.1-8B)."
+    )
+    weight_bytes_per_param: float = Field(
+        gt=0,
+        description="Bytes per parameter in GPU memory: 2 for bf16/fp16, about 1.1 for fp8 (embeddings stay "
+        "bf16), about 0.6 for 4-bit AWQ/GPTQ with scales.",
+    )
+    num_layers: int = Field(gt=0, description="Transformer layers (`num_hidden_layers` in config.json).")
+    num_kv_heads: int = Field(
+        gt=0, description="Key/value heads (`num_key_value_heads`, or `num_attention_heads` without GQA)."
+    )
+    head_dim: int = Field(gt=0, description="Dimension of one attention head (`head_dim`, or hidden / heads).")
+    kv_cache_bytes_per_value: float = Field(
+        gt=0, description="Bytes per cached key or value: 2 for a bf16/fp16 cache, 1 for `kv_cache_dtype: fp8`."
+    )
+
+
 class ModelConfig(StrictModel):
     """One served model: its engine, its OpenAI frontend and its Serve deployment."""
 
@@ -127,6 +153,11 @@ class ModelConfig(StrictModel):
     )
     num_gpus: int | None = Field(
         None, ge=0, description="GPUs per replica; `engine.tensor_parallel_size` if unset, 0 on CPU."
+    )
+    sizing: ModelSizing | None = Field(
+        None,
+        description="Size hints for the chart's render-time capacity check and `rayvllm capacity`; "
+        "not used by the app.",
     )
     num_cpus: float = Field(1, ge=0, description="Ray CPUs reserved per replica.")
     env: dict[str, str] = Field(
