@@ -1,0 +1,192 @@
+{{/*
+The one Ray pod template, shared by the head group and every worker group.
+*/}}
+
+{{/*
+rayvllm.ray.podTemplate: a pod template for a Ray node group. `group` is `.Values.head` or one item of
+`.Values.workerGroups`; `nodeType` is `head` or `worker`.
+Usage: {{- include "rayvllm.ray.podTemplate" (dict "root" $ "group" $group "nodeType" "worker") | nindent 6 }}
+*/}}
+{{- define "rayvllm.ray.podTemplate" -}}
+{{- $root := .root }}
+{{- $values := $root.Values }}
+{{- $group := .group }}
+{{- $isHead := eq .nodeType "head" }}
+{{- $grace := int (default 30 $group.terminationGracePeriodSeconds) -}}
+metadata:
+  labels:
+    {{- $selector := include "rayvllm.common.selectorLabels" $root | fromYaml }}
+    {{- $labels := merge (dict) $selector ($group.podLabels | default dict) $values.pod.labels (include "rayvllm.common.labels" $root | fromYaml) }}
+    {{- toYaml $labels | nindent 4 }}
+  {{- with merge (dict) ($group.podAnnotations | default dict) $values.pod.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ include "rayvllm.common.serviceAccountName" $root }}
+  automountServiceAccountToken: {{ $values.serviceAccount.automountServiceAccountToken }}
+  {{- with $values.imagePullSecrets }}
+  imagePullSecrets:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  terminationGracePeriodSeconds: {{ $grace }}
+  {{- with $values.pod.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.affinity }}
+  affinity:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $group.topologySpreadConstraints }}
+  topologySpreadConstraints:
+    {{- include "rayvllm.ray.topologySpreadConstraints" (dict "root" $root "group" $group "constraints" .) | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ ternary "ray-head" "ray-worker" $isHead }}
+      image: {{ include "rayvllm.common.image" $root }}
+      imagePullPolicy: {{ $values.image.pullPolicy }}
+      {{- with $values.pod.containerSecurityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      ports:
+        {{- if $isHead }}
+        - name: gcs
+          containerPort: 6379
+        - name: dashboard
+          containerPort: 8265
+        - name: client
+          containerPort: 10001
+        - name: as-metrics
+          containerPort: 44217
+        - name: dash-metrics
+          containerPort: 44227
+        {{- end }}
+        - name: serve
+          containerPort: 8000
+        - name: metrics
+          containerPort: 8080
+      env:
+        # Ray drains the node on SIGTERM (Serve stops routing to it) for this long; just under the grace period.
+        - name: RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S
+          value: {{ max 0 (sub $grace 5) | quote }}
+        - name: HF_HOME
+          value: {{ printf "%s/huggingface" $values.modelCache.mountPath | quote }}
+        - name: VLLM_CACHE_ROOT
+          value: {{ printf "%s/vllm" $values.modelCache.mountPath | quote }}
+        {{- with $values.hfToken.secretName }}
+        - name: HF_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $values.hfToken.secretKey }}
+        {{- end }}
+        {{- with $values.pod.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $values.pod.envFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $group.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        - name: model-cache
+          mountPath: {{ $values.modelCache.mountPath }}
+        {{- if $group.sharedMemorySize }}
+        - name: dshm
+          mountPath: /dev/shm
+        {{- end }}
+        {{- with $values.pod.volumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+  volumes:
+    - name: model-cache
+      {{- include "rayvllm.modelCache.volume" $root | trim | nindent 6 }}
+    {{- with $group.sharedMemorySize }}
+    - name: dshm
+      emptyDir:
+        medium: Memory
+        sizeLimit: {{ . }}
+    {{- end }}
+    {{- with $values.pod.volumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+{{- end }}
+
+{{/*
+rayvllm.ray.topologySpreadConstraints: the group's constraints; one without a labelSelector spreads the
+group's own pods (`ray.io/group`), within one RayCluster (`matchLabelKeys: [ray.io/cluster]`).
+Usage: {{- include "rayvllm.ray.topologySpreadConstraints" (dict "root" $ "group" $group "constraints" $list) | nindent 4 }}
+*/}}
+{{- define "rayvllm.ray.topologySpreadConstraints" -}}
+{{- $constraints := list }}
+{{- range .constraints }}
+{{- $constraint := deepCopy . }}
+{{- if not (hasKey $constraint "labelSelector") }}
+{{- $labels := merge (dict "ray.io/group" (default "headgroup" $.group.name)) (include "rayvllm.common.selectorLabels" $.root | fromYaml) }}
+{{- $_ := set $constraint "labelSelector" (dict "matchLabels" $labels) }}
+{{- if not (hasKey $constraint "matchLabelKeys") }}
+{{- $_ := set $constraint "matchLabelKeys" (list "ray.io/cluster") }}
+{{- end }}
+{{- end }}
+{{- $constraints = append $constraints $constraint }}
+{{- end }}
+{{- toYaml $constraints }}
+{{- end }}
+
+{{/*
+rayvllm.modelCache.volume: the volume source of the model cache, from `.Values.modelCache`.
+Usage: {{- include "rayvllm.modelCache.volume" $ | nindent 6 }}
+*/}}
+{{- define "rayvllm.modelCache.volume" -}}
+{{- $cache := .Values.modelCache }}
+{{- if eq $cache.type "pvc" }}
+persistentVolumeClaim:
+  claimName: {{ include "rayvllm.modelCache.claimName" . }}
+{{- else if eq $cache.type "hostPath" }}
+hostPath:
+  path: {{ $cache.hostPath.path }}
+  type: {{ $cache.hostPath.type }}
+{{- else }}
+emptyDir:
+  {{- with $cache.emptyDir.sizeLimit }}
+  sizeLimit: {{ . }}
+  {{- else }} {}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+rayvllm.modelCache.claimName: the PersistentVolumeClaim of the model cache.
+Usage: {{ include "rayvllm.modelCache.claimName" . }}
+*/}}
+{{- define "rayvllm.modelCache.claimName" -}}
+{{- default (printf "%s-model-cache" (include "rayvllm.common.fullname" .)) .Values.modelCache.pvc.existingClaim }}
+{{- end }}
+
+{{/*
+rayvllm.ray.startParams: a rayStartParams map; KubeRay wants every value as a string.
+Usage: {{- include "rayvllm.ray.startParams" $params | nindent 8 }}
+*/}}
+{{- define "rayvllm.ray.startParams" -}}
+{{- $params := dict }}
+{{- range $key, $value := . }}
+{{- $_ := set $params $key (toString $value) }}
+{{- end }}
+{{- toYaml $params }}
+{{- end }}

@@ -1,0 +1,105 @@
+{{/*
+rayvllm.validate.errors: every problem of the values that the schema cannot express, one `- ` line each, each
+naming the value to change. validate.yaml fails once with all of them.
+Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
+*/}}
+{{- define "rayvllm.validate.errors" -}}
+{{- $values := .Values }}
+{{- $groupTypes := list }}
+{{- $groupNames := list }}
+{{- range $j, $group := $values.workerGroups }}
+{{- $where := printf "workerGroups[%d] (%s)" $j $group.name }}
+{{- $gpus := int (dig "limits" "nvidia.com/gpu" 0 ($group.resources | default dict)) }}
+{{- $tolerations := $group.tolerations | default list }}
+{{- if has $group.name $groupNames }}
+- {{ $where }}: the name is used twice; worker group names must be unique.
+{{- end }}
+{{- $groupNames = append $groupNames $group.name }}
+{{- $groupTypes = append $groupTypes (toString $group.acceleratorType) }}
+{{- if lt $gpus 1 }}
+- {{ $where }}: resources.limits has no nvidia.com/gpu; set the GPUs of each worker pod there (for example `nvidia.com/gpu: 1`).
+{{- end }}
+{{- $gpuToleration := false }}
+{{- $spotToleration := false }}
+{{- range $tolerations }}
+{{- if or (eq (toString .key) "nvidia.com/gpu") (and (not .key) (eq (toString .operator) "Exists")) }}
+{{- $gpuToleration = true }}
+{{- end }}
+{{- if ne (toString .key) "nvidia.com/gpu" }}
+{{- $spotToleration = true }}
+{{- end }}
+{{- end }}
+{{- if and $group.spot (not $spotToleration) }}
+- {{ $where }}: a spot pool (spot: true) without a toleration for its spot taint; add it to workerGroups[{{ $j }}].tolerations (GKE: cloud.google.com/gke-spot=true, EKS/Karpenter: karpenter.sh/capacity-type=spot, AKS: kubernetes.azure.com/scalesetpriority=spot), or its pods never schedule.
+{{- end }}
+{{- if not $gpuToleration }}
+- {{ $where }}: no toleration for the nvidia.com/gpu:NoSchedule taint that GPU nodes carry; add `{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}` to workerGroups[{{ $j }}].tolerations.
+{{- end }}
+{{- if gt (int $group.minReplicas) (int $group.maxReplicas) }}
+- {{ $where }}: minReplicas {{ $group.minReplicas }} is greater than maxReplicas {{ $group.maxReplicas }}.
+{{- end }}
+{{- if and $values.capacity.enabled (not (hasKey $values.capacity.gpuMemoryMiB (toString $group.acceleratorType))) }}
+- {{ $where }}: acceleratorType {{ $group.acceleratorType }} is not in capacity.gpuMemoryMiB ({{ keys $values.capacity.gpuMemoryMiB | sortAlpha | join ", " }}); add its memory in MiB, or set capacity.enabled=false.
+{{- end }}
+{{- end }}
+{{- $modelNames := list }}
+{{- range $i, $model := $values.app.models }}
+{{- $where := printf "app.models[%d] (%s)" $i $model.name }}
+{{- $engine := $model.engine | default dict }}
+{{- if has $model.name $modelNames }}
+- {{ $where }}: the name is used twice; model names must be unique.
+{{- end }}
+{{- $modelNames = append $modelNames $model.name }}
+{{- if not $engine.max_model_len }}
+- {{ $where }}: engine.max_model_len is not set; set it explicitly (vLLM's auto-fitted length lets over-long prompts crash the engine, and the capacity check needs it).
+{{- end }}
+{{- with $model.autoscaling }}
+{{- if and (hasKey . "min_replicas") (hasKey . "max_replicas") (gt (int .min_replicas) (int .max_replicas)) }}
+- {{ $where }}: autoscaling.min_replicas {{ .min_replicas }} is greater than autoscaling.max_replicas {{ .max_replicas }}.
+{{- end }}
+{{- end }}
+{{- $gpusPerReplica := int (default 1 $engine.tensor_parallel_size) }}
+{{- $gpuSetting := printf "engine.tensor_parallel_size %d" $gpusPerReplica }}
+{{- if not (kindIs "invalid" $model.num_gpus) }}
+{{- $gpusPerReplica = int $model.num_gpus }}
+{{- $gpuSetting = printf "num_gpus %d" $gpusPerReplica }}
+{{- end }}
+{{- $groups := include "rayvllm.capacity.workerGroups" (dict "root" $ "model" $model) | fromJsonArray }}
+{{- if not $model.accelerator_type }}
+- {{ $where }}: accelerator_type is not set; set it to the acceleratorType of a worker group ({{ $groupTypes | uniq | join ", " }}) so that its replicas land on, and scale, that pool.
+{{- else if not $groups }}
+- {{ $where }}: accelerator_type {{ $model.accelerator_type }} matches no workerGroups[].acceleratorType ({{ $groupTypes | uniq | join ", " }}); no pool can run its replicas.
+{{- end }}
+{{- range $groups }}
+{{- if gt $gpusPerReplica (int .gpus) }}
+- {{ $where }}: {{ $gpuSetting }} needs {{ $gpusPerReplica }} GPUs per replica, but workerGroups[{{ .index }}] ({{ .name }}) has nvidia.com/gpu {{ .gpus }}; lower it, or raise that group's nvidia.com/gpu limit.
+{{- end }}
+{{- end }}
+{{- if and $values.capacity.enabled $model.accelerator_type $engine.max_model_len }}
+{{- $gpuMiB := get $values.capacity.gpuMemoryMiB (toString $model.accelerator_type) }}
+{{- if not $model.sizing }}
+- {{ $where }}: sizing is not set; the capacity check needs it (`rayvllm capacity <model dir> --gpu {{ $model.accelerator_type }} --max-model-len {{ $engine.max_model_len }}` prints it), or set capacity.enabled=false.
+{{- else if $gpuMiB }}
+{{- $estimate := include "rayvllm.capacity.estimate" (dict "model" $model "gpuMiB" $gpuMiB "overheadMiB" $values.capacity.overheadMiB) | fromJson }}
+{{- if not $estimate.fits }}
+- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. Lower engine.max_model_len to at most {{ $estimate.maxModelLen }}, use engine.kv_cache_dtype fp8, quantize the weights, or raise engine.tensor_parallel_size.
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq $values.app.engine_path "direct") (ne (len $values.app.models) 1) }}
+- app.engine_path: `direct` serves exactly one model, but app.models has {{ len $values.app.models }}; use engine_path `ray_serve_llm`, or one release per model.
+{{- end }}
+{{- if and $values.gcsFaultTolerance.enabled (not $values.gcsFaultTolerance.redisAddress) }}
+- gcsFaultTolerance.redisAddress: not set, but gcsFaultTolerance.enabled is true; give the Redis address (`host:port`).
+{{- end }}
+{{- if and (eq $values.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not (dig "gatewayClassName" "" $values.upgradeStrategy.clusterUpgradeOptions)) }}
+- upgradeStrategy.clusterUpgradeOptions.gatewayClassName: NewClusterWithIncrementalUpgrade needs the Gateway API; set gatewayClassName, stepSizePercent and intervalSeconds.
+{{- end }}
+{{- if and (eq $values.modelCache.type "hostPath") (not $values.modelCache.hostPath.path) }}
+- modelCache.hostPath.path: not set, but modelCache.type is hostPath.
+{{- end }}
+{{- if and $values.httpRoute.enabled (not $values.httpRoute.parentRefs) }}
+- httpRoute.parentRefs: empty, but httpRoute.enabled is true; name the Gateway the route attaches to.
+{{- end }}
+{{- end }}
