@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # subcommand -> module exposing `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS = {
@@ -18,14 +19,16 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="rayvllm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        # Argument definitions are light; the heavy imports happen inside `run`.
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub_parser)
-        modules[name] = module
+    parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in SUBCOMMANDS.items()}
+    # Only the chosen subcommand's module is imported, so one subcommand never depends on another's.
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints usage or help and exits
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    module.add_arguments(parsers[command])
     args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+    return int(module.run(args) or 0)

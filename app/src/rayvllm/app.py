@@ -1,0 +1,68 @@
+"""The Serve application builder that serveConfigV2 names: `import_path: rayvllm.app:build_app`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rayvllm.config import AppConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from ray.serve import Application
+
+
+def build_app(args: AppConfig) -> Application:
+    """Build the Serve application for `args` (a dict is validated into AppConfig first).
+
+    Ray Serve validates serveConfigV2's `args` against the annotation before calling this.
+    """
+    config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
+    if config.engine_path == "ray_serve_llm":
+        from rayvllm.ray_serve_llm import build_ray_serve_llm_app
+
+        return build_ray_serve_llm_app(config)
+    (model,) = config.models
+    return _direct_deployment(model).bind(model.model_dump(mode="json"))
+
+
+def deployment_name(model: ModelConfig) -> str:
+    """Serve deployment name of a model's replicas, as Ray Serve LLM spells model ids."""
+    return "VLLMServer:" + model.name.replace("/", "--").replace(".", "_")
+
+
+def deployment_options(model: ModelConfig) -> dict[str, Any]:
+    """Serve deployment options of one model; each replica is one vLLM engine."""
+    actor_options: dict[str, Any] = {"num_cpus": model.num_cpus, "num_gpus": model.gpus_per_replica}
+    if model.accelerator_type:
+        # A sliver of the worker group's `accelerator_type:<type>` resource pins replicas to that pool,
+        # and lets the autoscaler know which pool to grow.
+        actor_options["resources"] = {f"accelerator_type:{model.accelerator_type}": 0.001}
+    if model.env:
+        actor_options["runtime_env"] = {"env_vars": dict(model.env)}
+    scaling = model.autoscaling
+    autoscaling_config: dict[str, Any] = {
+        "min_replicas": scaling.min_replicas,
+        "max_replicas": scaling.max_replicas,
+        "target_ongoing_requests": scaling.target_ongoing_requests,
+        "upscale_delay_s": scaling.upscale_delay_s,
+        "downscale_delay_s": scaling.downscale_delay_s,
+    }
+    if scaling.initial_replicas is not None:
+        autoscaling_config["initial_replicas"] = scaling.initial_replicas
+    return {
+        "name": deployment_name(model),
+        "ray_actor_options": actor_options,
+        "autoscaling_config": autoscaling_config,
+        "max_ongoing_requests": model.max_ongoing_requests,
+        "max_queued_requests": model.max_queued_requests,
+        "health_check_period_s": model.health_check_period_s,
+        "health_check_timeout_s": model.health_check_timeout_s,
+        "graceful_shutdown_timeout_s": model.graceful_shutdown_timeout_s,
+    }
+
+
+def _direct_deployment(model: ModelConfig) -> Any:
+    from ray import serve
+
+    from rayvllm.server import VLLMServer
+
+    return serve.deployment(serve.ingress()(VLLMServer), **deployment_options(model))

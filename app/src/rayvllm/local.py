@@ -1,0 +1,200 @@
+"""`rayvllm serve`: the chart's app on a local single-node Ray, for laptops and CI boxes.
+
+It runs the same `build_app` that serveConfigV2 names, on an embedded offline model by default.
+Everything it starts (the Ray cluster, Serve, the vLLM engine processes) stops on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from rayvllm.config import AppConfig, AutoscalingConfig, EngineConfig, ModelConfig
+
+APP_NAME = "rayvllm"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MODEL"),
+        help="HF model id or local directory (default: $MODEL, else the embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument("--config", type=Path, help="an AppConfig YAML (the chart's `app:` values); overrides --model")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)), help="HTTP port")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of Ray's Prometheus endpoint (as on a Ray pod)"
+    )
+    parser.add_argument("--max-model-len", type=int, default=4096, help="context length of the default config")
+    parser.add_argument(
+        "--engine-path", choices=["direct", "ray_serve_llm"], default="direct", help="see AppConfig.engine_path"
+    )
+    parser.add_argument(
+        "--num-cpus", type=int, default=max(8, os.cpu_count() or 1), help="logical CPUs Ray may schedule"
+    )
+    parser.add_argument("--verbose", action="store_true", help="stream Ray worker and vLLM logs to the console")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    # SIGTERM takes the same clean path as Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    started = time.monotonic()
+    try:
+        with LocalStack(config, args.host, args.port, args.metrics_port, args.num_cpus, args.verbose) as stack:
+            name = config.models[0].name
+            print(
+                f"rayvllm ready in {time.monotonic() - started:.0f}s: {stack.base_url}/v1 serving {name!r}. Try:\n"
+                f"  curl {stack.base_url}/v1/chat/completions -H 'Content-Type: application/json' "
+                f"""-d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'""",
+                flush=True,
+            )
+            stack.wait()
+    except KeyboardInterrupt:
+        pass
+    print("rayvllm stopped", flush=True)
+    return 0
+
+
+def load_config(args: argparse.Namespace) -> AppConfig:
+    if args.config:
+        return AppConfig.model_validate(yaml.safe_load(args.config.read_text()))
+    return default_config(args.model, args.max_model_len, args.engine_path)
+
+
+def default_config(model: str | None, max_model_len: int, engine_path: str = "direct") -> AppConfig:
+    """One model, sized for this machine: the GPU build on a GPU, small KV cache and eager mode on CPU."""
+    if model is None:
+        from rayvllm.models import SMOLLM2_NAME, smollm2_dir
+
+        source, name = str(smollm2_dir()), SMOLLM2_NAME
+    else:
+        source = model
+        name = Path(model).name if Path(model).is_dir() else model
+    gpu = _has_gpu()
+    engine = EngineConfig(
+        model=source,
+        max_model_len=max_model_len,
+        max_num_seqs=256 if gpu else 64,
+        dtype="auto" if gpu else "bfloat16",
+        # torch.compile costs minutes on a small CPU box; eager mode starts in seconds.
+        enforce_eager=not gpu,
+    )
+    return AppConfig(
+        engine_path=engine_path,  # type: ignore[arg-type]
+        models=[
+            ModelConfig(
+                name=name,
+                engine=engine,
+                num_gpus=1 if gpu else 0,
+                autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
+                env={} if gpu else {"VLLM_CPU_KVCACHE_SPACE": "2"},
+            )
+        ],
+    )
+
+
+class LocalStack:
+    """A local Ray cluster with Serve running `config`; a context manager that stops all of it."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        metrics_port: int = 8080,
+        num_cpus: int = 8,
+        verbose: bool = False,
+    ) -> None:
+        self.config = config
+        self.host, self.port, self.metrics_port = host, port, metrics_port
+        self.num_cpus, self.verbose = num_cpus, verbose
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        import ray
+        from ray import serve
+
+        from rayvllm.app import build_app
+
+        ray.init(
+            num_cpus=self.num_cpus,
+            include_dashboard=False,
+            log_to_driver=self.verbose,
+            _metrics_export_port=self.metrics_port,
+            # Let the engine find the local package and this venv's interpreter in every worker.
+            runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        )
+        serve.start(http_options={"host": self.host, "port": self.port})
+        serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
+        self._wait_until_serving()
+
+    def _wait_until_serving(self, timeout_s: float = 600) -> None:
+        """`/v1/models` answers before the engine can generate; a one-token completion proves it can."""
+        body: dict[str, Any] = {"model": self.config.models[0].name, "prompt": "Hi", "max_tokens": 1}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
+                if response.status_code == 200:
+                    return
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                error = repr(exc)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the app did not serve a completion within {timeout_s:.0f}s: {error}")
+            time.sleep(1)
+
+    def wait(self) -> None:
+        """Block until interrupted."""
+        while True:
+            signal.pause()
+
+    def _stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

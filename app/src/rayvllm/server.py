@@ -1,0 +1,80 @@
+"""The `direct` engine path: vLLM's own OpenAI server running inside one Serve replica.
+
+The replica holds the engine and serves vLLM's FastAPI app itself (Serve's late-bound ASGI ingress), so a
+request crosses one hop, proxy to replica, and every protocol detail (routes, SSE, tool calls, structured
+output, OpenAI-style errors) is vLLM's, exactly as `vllm serve` has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Protocol
+
+from rayvllm.config import ModelConfig
+from rayvllm.vllm_args import serve_namespace
+
+logger = logging.getLogger("rayvllm")
+
+
+class Engine(Protocol):
+    """What the replica needs from an engine: vLLM's EngineClient, narrowed."""
+
+    async def check_health(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class EngineStarter(Protocol):
+    """Builds the engine and the ASGI app that serves it; tests may pass a fake."""
+
+    async def __call__(self, args: argparse.Namespace) -> tuple[Engine, Any]: ...
+
+
+async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
+    """Start vLLM's AsyncLLM and build vLLM's OpenAI FastAPI app around it."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.openai.api_server import build_app, init_app_state
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+    vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+    engine = AsyncLLM.from_vllm_config(
+        vllm_config,
+        usage_context=UsageContext.OPENAI_API_SERVER,
+        # Engine metrics go out through Ray's metrics agent as ray_vllm_*, on every Ray pod's port 8080.
+        stat_loggers=[RayPrometheusStatLogger],
+        enable_log_requests=engine_args.enable_log_requests,
+        disable_log_stats=engine_args.disable_log_stats,
+    )
+    try:
+        supported_tasks = await engine.get_supported_tasks()
+        app = build_app(args, supported_tasks=supported_tasks, model_config=engine.model_config)
+        await init_app_state(engine, app.state, args, supported_tasks=supported_tasks)
+    except BaseException:
+        engine.shutdown()
+        raise
+    return engine, app
+
+
+class VLLMServer:
+    """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.app.build_app`."""
+
+    async def __init__(self, model: dict[str, Any], start_engine: EngineStarter = start_vllm) -> None:
+        self._model = ModelConfig.model_validate(model)
+        logger.info("starting vLLM for model %s", self._model.name)
+        self._engine, self._asgi_app = await start_engine(serve_namespace(self._model))
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._asgi_app
+
+    async def check_health(self) -> None:
+        # Serve replaces the replica when this raises, so a dead engine never keeps answering.
+        await self._engine.check_health()
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.shutdown()

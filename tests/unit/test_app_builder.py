@@ -1,0 +1,38 @@
+"""build_app and Serve deployment options, checked without starting Ray."""
+
+from __future__ import annotations
+
+from rayvllm.app import build_app, deployment_name, deployment_options
+from rayvllm.config import AppConfig, ModelConfig
+
+MODEL = {
+    "name": "meta-llama/Llama-3.1-8B-Instruct",
+    "engine": {"model": "meta-llama/Llama-3.1-8B-Instruct", "max_model_len": 8192, "tensor_parallel_size": 2},
+    "accelerator_type": "L4",
+    "autoscaling": {"min_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 32},
+    "max_ongoing_requests": 128,
+    "env": {"HF_HOME": "/cache/hf"},
+}
+
+
+def test_replicas_are_pinned_to_their_gpu_pool_and_sized_by_tensor_parallelism() -> None:
+    options = deployment_options(ModelConfig.model_validate(MODEL))
+    actor = options["ray_actor_options"]
+    assert actor["num_gpus"] == 2
+    assert actor["resources"] == {"accelerator_type:L4": 0.001}
+    assert actor["runtime_env"] == {"env_vars": {"HF_HOME": "/cache/hf"}}
+    assert options["autoscaling_config"]["min_replicas"] == 2
+    assert options["autoscaling_config"]["target_ongoing_requests"] == 32
+    assert options["max_ongoing_requests"] == 128
+
+
+def test_deployment_name_is_a_valid_serve_name() -> None:
+    assert deployment_name(ModelConfig.model_validate(MODEL)) == "VLLMServer:meta-llama--Llama-3_1-8B-Instruct"
+
+
+def test_build_app_accepts_the_raw_serve_config_args() -> None:
+    app = build_app({"models": [MODEL]})  # type: ignore[arg-type]
+    deployment = app._bound_deployment
+    assert deployment.name == deployment_name(ModelConfig.model_validate(MODEL))
+    assert deployment.ray_actor_options["num_gpus"] == 2
+    assert AppConfig.model_validate(deployment.init_args[0] and {"models": [deployment.init_args[0]]})

@@ -1,0 +1,69 @@
+"""AppConfig validation: what the chart's values and a local --config may and may not say."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from rayvllm.config import AppConfig, ModelConfig
+
+MINIMAL = {"models": [{"name": "m", "engine": {"model": "/models/m", "max_model_len": 4096}}]}
+
+
+def test_minimal_config_gets_documented_defaults() -> None:
+    config = AppConfig.model_validate(MINIMAL)
+    model = config.models[0]
+    assert config.engine_path == "direct"
+    assert model.engine.max_num_seqs == 256
+    assert model.max_ongoing_requests > model.engine.max_num_seqs
+    assert model.gpus_per_replica == 1
+
+
+def test_every_field_is_described() -> None:
+    def undescribed(model: type) -> list[str]:
+        missing = []
+        for name, info in model.model_fields.items():
+            if not info.description:
+                missing.append(f"{model.__name__}.{name}")
+            annotation = info.annotation
+            for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+                if isinstance(candidate, type) and issubclass(candidate, ModelConfig.__mro__[1]):
+                    missing += undescribed(candidate)
+        return missing
+
+    assert undescribed(AppConfig) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+        ({"engine": {"model": "m"}}, "max_model_len"),
+        ({"engine": {"model": "m", "max_model_len": 0}}, "greater than 0"),
+        ({"engine": {"model": "m", "max_model_len": 8, "gpu_memory_utilization": 1.5}}, "less than or equal"),
+        ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "min_replicas must not exceed"),
+        ({"openai": {"enable_auto_tool_choice": True}}, "needs openai.tool_call_parser"),
+        ({"name": "bad name"}, "should match pattern"),
+    ],
+)
+def test_bad_model_config_is_rejected_with_a_clear_message(change: dict, message: str) -> None:
+    model = {**MINIMAL["models"][0], **change}
+    with pytest.raises(ValidationError, match=message):
+        AppConfig.model_validate({"models": [model]})
+
+
+def test_direct_path_serves_one_model_per_application() -> None:
+    two = MINIMAL["models"] + [{**MINIMAL["models"][0], "name": "other"}]
+    with pytest.raises(ValidationError, match="exactly one model"):
+        AppConfig.model_validate({"models": two})
+    assert len(AppConfig.model_validate({"engine_path": "ray_serve_llm", "models": two}).models) == 2
+
+
+def test_model_names_are_unique() -> None:
+    with pytest.raises(ValidationError, match="unique"):
+        AppConfig.model_validate({"engine_path": "ray_serve_llm", "models": MINIMAL["models"] * 2})
+
+
+def test_cpu_replica_asks_for_no_gpu() -> None:
+    model = ModelConfig.model_validate({**MINIMAL["models"][0], "num_gpus": 0})
+    assert model.gpus_per_replica == 0
