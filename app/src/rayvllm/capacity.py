@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,8 @@ from typing import Any
 from rayvllm.config import ModelSizing
 
 MIB = 1024 * 1024
-# nvidia-smi's memory totals, keyed by Ray's accelerator type names. The chart's `capacity.gpuMemoryMiB` holds the
-# same table (tests/chart/test_capacity.py checks it).
+# nvidia-smi's memory totals, keyed by Ray's accelerator type names. The chart's `capacity.gpuMemoryMiB` holds
+# the same table (tests/chart/test_chart_capacity.py checks it).
 GPU_MEMORY_MIB = {
     "T4": 15360,
     "A10G": 23028,
@@ -36,7 +37,8 @@ GPU_MEMORY_MIB = {
     "H100": 81559,
     "H200": 143771,
 }
-# vLLM's memory besides weights and KV cache: activation peak, CUDA graphs, NCCL buffers. Chart: capacity.overheadMiB.
+# vLLM's memory besides weights and KV cache: activation peak, CUDA graphs, NCCL buffers
+# (the chart's capacity.overheadMiB).
 DEFAULT_OVERHEAD_MIB = 2048
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
@@ -132,7 +134,9 @@ def sizing_from_hf_config(
     counted = embedding + linear + norms
     total = float(parameters) if parameters else float(counted)
 
-    checkpoint_dtype = str(config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "bfloat16")
+    checkpoint_dtype = str(
+        config.get("torch_dtype") or config.get("dtype") or text.get("torch_dtype") or "bfloat16"
+    )
     activation_bytes = DTYPE_BYTES.get(checkpoint_dtype if dtype == "auto" else dtype, 2)
     method = quantization or (config.get("quantization_config") or {}).get("quant_method")
     linear_bytes: float = activation_bytes
@@ -164,12 +168,26 @@ def merge_values(base: Any, overlay: Any) -> Any:
     return overlay
 
 
-def load_values(chart: Path, files: list[Path]) -> dict[str, Any]:
+def load_yaml(text: str) -> Any:
+    """YAML as Helm reads it: unlike PyYAML's YAML 1.1, `8.03e9` is a number, not a string."""
     import yaml
 
-    values: dict[str, Any] = yaml.safe_load((chart / "values.yaml").read_text()) or {}
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+        list("-+.0123456789"),
+    )
+    return yaml.load(text, Loader=Loader)
+
+
+def load_values(chart: Path, files: list[Path]) -> dict[str, Any]:
+    """The chart's values.yaml with these values files merged over it, in order, as `helm -f` does."""
+    values: dict[str, Any] = load_yaml((chart / "values.yaml").read_text()) or {}
     for path in files:
-        values = merge_values(values, yaml.safe_load(path.read_text()) or {})
+        values = merge_values(values, load_yaml(path.read_text()) or {})
     return values
 
 
@@ -233,7 +251,9 @@ def check_model(args: argparse.Namespace) -> int:
     )
     gpu_mib = args.gpu_memory_mib or GPU_MEMORY_MIB.get(args.gpu)
     if gpu_mib is None:
-        raise SystemExit(f"capacity: unknown GPU {args.gpu!r}; pass --gpu-memory-mib (known: {sorted(GPU_MEMORY_MIB)})")
+        raise SystemExit(
+            f"capacity: unknown GPU {args.gpu!r}; pass --gpu-memory-mib (known: {sorted(GPU_MEMORY_MIB)})"
+        )
     est = estimate(
         sizing,
         max_model_len=args.max_model_len,
@@ -259,7 +279,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="check every model of the chart's values plus this overlay (repeatable), instead of MODEL",
     )
-    parser.add_argument("--chart", default="charts/rayvllm", help="the chart whose values.yaml --values extends")
+    parser.add_argument(
+        "--chart", default="charts/rayvllm", help="the chart whose values.yaml --values extends"
+    )
     parser.add_argument("--gpu", default="L4", help=f"GPU type, Ray's name ({', '.join(GPU_MEMORY_MIB)})")
     parser.add_argument("--gpu-memory-mib", type=float, help="memory of the GPU, for a type not in the table")
     parser.add_argument("--max-model-len", type=int, default=8192, help="context length to hold in KV cache")
@@ -268,11 +290,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs one replica shards over")
     parser.add_argument("--dtype", default="auto", help="weight dtype; `auto` is the checkpoint's")
-    parser.add_argument("--quantization", help="quantization method (fp8, awq, gptq); the checkpoint's if unset")
-    parser.add_argument("--kv-cache-dtype", default="auto", help="`fp8` halves the KV cache")
-    parser.add_argument("--parameters", type=float, help="parameter count, instead of the one computed from shapes")
     parser.add_argument(
-        "--overhead-mib", type=float, default=DEFAULT_OVERHEAD_MIB, help="vLLM's memory besides weights and KV"
+        "--quantization", help="quantization method (fp8, awq, gptq); the checkpoint's if unset"
+    )
+    parser.add_argument("--kv-cache-dtype", default="auto", help="`fp8` halves the KV cache")
+    parser.add_argument(
+        "--parameters", type=float, help="parameter count, instead of the one computed from shapes"
+    )
+    parser.add_argument(
+        "--overhead-mib",
+        type=float,
+        default=DEFAULT_OVERHEAD_MIB,
+        help="vLLM's memory besides weights and KV",
     )
 
 

@@ -180,13 +180,18 @@ Usage: {{ include "rayvllm.modelCache.claimName" . }}
 {{- end }}
 
 {{/*
-rayvllm.ray.startParams: a rayStartParams map; KubeRay wants every value as a string.
+rayvllm.ray.startParams: a rayStartParams map; KubeRay wants every value as a string. Whole numbers are
+written out (`4000000000`, not YAML's float `4e+09`), which `ray start` would reject.
 Usage: {{- include "rayvllm.ray.startParams" $params | nindent 8 }}
 */}}
 {{- define "rayvllm.ray.startParams" -}}
 {{- $params := dict }}
 {{- range $key, $value := . }}
-{{- $_ := set $params $key (toString $value) }}
+{{- $text := toString $value }}
+{{- if and (kindIs "float64" $value) (eq (float64 (int64 $value)) $value) }}
+{{- $text = printf "%d" (int64 $value) }}
+{{- end }}
+{{- $_ := set $params $key $text }}
 {{- end }}
 {{- toYaml $params }}
 {{- end }}
