@@ -1,0 +1,335 @@
+"""Compare mode: bare vLLM, rayvllm and Ray Serve LLM, one after the other on one machine, same engine args.
+
+Each server is started, readied with a real completion, benchmarked with the same prompts and loads, and
+stopped by the PID it was started as, before the next starts. Then the transformers `generate` baseline
+runs. Results accumulate in `--work-dir` (one JSON per server), so a comparison can run in phases, for
+example two device calls of under ten minutes each; after every step the whole bundle is rewritten in
+`--out`: `compare.json` (everything, raw), `compare.md` (tables and ratios), `latency.png`,
+`throughput.png` and `server-logs.txt` (the tail of each server's log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rayvllm.bench import report
+from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed, run_loads
+from rayvllm.bench.presets import PRESETS, Scenario
+from rayvllm.bench.servers import SERVER_NAMES, Server, ServerError, plan
+
+BASELINE = "vllm"
+LOG_TAIL_LINES = 120
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="cpu", help="scenario (default %(default)s)"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVER_NAMES),
+        help="comma-separated subset of %(default)s, run in that order",
+    )
+    parser.add_argument(
+        "--hf", action=argparse.BooleanOptionalAction, default=True, help="run the transformers baseline"
+    )
+    parser.add_argument("--out", type=Path, default=Path("out/bench-compare"), help="bundle directory")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path("/tmp/rayvllm-bench"), help="model, logs and per-server results"
+    )
+    parser.add_argument("--fresh", action="store_true", help="forget results of earlier phases in --work-dir")
+    parser.add_argument("--model-dir", help="serve this model directory instead of building the preset's")
+    parser.add_argument("--port", type=int, default=8100, help="port of the server under test")
+    parser.add_argument("--load", action="append", type=Load.parse, help="N@C; replaces the preset's loads")
+    parser.add_argument("--warmup", type=int, help="warm-up requests per server (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = PRESETS[args.preset]
+    if args.load:
+        scenario = dataclasses.replace(scenario, loads=tuple(args.load))
+    if args.warmup is not None:
+        scenario = dataclasses.replace(scenario, warmup=args.warmup)
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = set(servers) - set(SERVER_NAMES)
+    if unknown:
+        raise SystemExit(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVER_NAMES)}")
+
+    work = args.work_dir.resolve()
+    results_dir = work / "results"
+    if args.fresh:
+        for old in results_dir.glob("*.json"):
+            old.unlink()
+    model_dir = Path(args.model_dir).resolve() if args.model_dir else scenario.prepare_model(work / "model")
+    key = {"scenario": scenario.describe(), "model_dir": str(model_dir)}
+
+    failures = 0
+    # The same prompts for every server, token ids so that every prompt is exactly input_len long.
+    prompts = make_prompts(
+        prompts_needed(list(scenario.loads), scenario.warmup) if servers else 0,
+        scenario.input_len,
+        as_text=False,
+        tokenizer=str(model_dir),
+        token_id_range=scenario.token_id_range,
+        seed=args.seed,
+    )
+    for name in servers:
+        record = bench_server(name, scenario, str(model_dir), prompts, args.port, work)
+        failures += bool(record["error"]) + sum(run["failed"] for run in record["runs"])
+        report.write_json(results_dir / f"{name}.json", {**key, **record})
+        write_bundle(args.out, key, results_dir, work)
+    if args.hf:
+        record = hf_baseline(scenario, model_dir, work)
+        failures += bool(record["error"])
+        report.write_json(results_dir / "hf.json", {**key, **record})
+    write_bundle(args.out, key, results_dir, work)
+    print(f"compare: wrote {args.out}/compare.json and compare.md", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def bench_server(
+    name: str, scenario: Scenario, model_dir: str, prompts: list[Any], port: int, work: Path
+) -> dict[str, Any]:
+    spec = plan(
+        name,
+        model_name=scenario.model_name,
+        model_dir=model_dir,
+        engine_args=scenario.engine_args,
+        port=port,
+        env=scenario.env,
+        config_path=work / f"{name}-config.yaml",
+        num_gpus=scenario.num_gpus,
+        ray_num_cpus=scenario.ray_num_cpus,
+        ray_dashboard=scenario.ray_dashboard,
+    )
+    server = Server(spec, port=port, log_path=work / "logs" / f"{name}.log")
+    record: dict[str, Any] = {
+        "server": name,
+        "command": spec.command,
+        "environment": report.environment(),
+        "ready_s": None,
+        "runs": [],
+        "error": None,
+    }
+    print(f"compare: starting {name}: {' '.join(spec.command)}", file=sys.stderr, flush=True)
+    try:
+        server.start()
+        record["ready_s"] = server.wait_ready(scenario.model_name, scenario.ready_timeout_s)
+        print(f"compare: {name} ready after {record['ready_s']}s", file=sys.stderr, flush=True)
+        target = Target(server.base_url, scenario.model_name, output_len=scenario.output_len)
+        record["runs"] = run_loads(target, list(scenario.loads), prompts, warmup=scenario.warmup, label=name)
+    except ServerError as exc:
+        record["error"] = str(exc)
+        print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
+    finally:
+        server.stop()
+    record["log_tail"] = server.log_tail(LOG_TAIL_LINES)
+    return record
+
+
+def hf_baseline(scenario: Scenario, model_dir: Path, work: Path) -> dict[str, Any]:
+    """transformers `generate` in its own process, so its memory is returned when it ends."""
+    out = work / "hf-result.json"
+    out.unlink(missing_ok=True)
+    low, high = scenario.token_id_range or (100, 40000)
+    command = [
+        sys.executable, "-m", "rayvllm.bench.hf_generate", "--model-dir", str(model_dir),
+        "--input-len", str(scenario.input_len), "--output-len", str(scenario.output_len),
+        "--batch-sizes", ",".join(map(str, scenario.hf_batch_sizes)), "--dtype", scenario.hf_dtype,
+        "--token-id-range", f"{low}:{high}", "--json-out", str(out),
+    ]  # fmt: skip
+    print(f"compare: transformers generate: {' '.join(command)}", file=sys.stderr, flush=True)
+    log = work / "logs" / "hf.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as sink:
+        code = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+    if code != 0 or not out.is_file():
+        return {"command": command, "result": None, "error": f"exit code {code}", "log_tail": tail}
+    return {"command": command, "result": json.loads(out.read_text()), "error": None, "log_tail": tail}
+
+
+# --- the bundle ----------------------------------------------------------------------------------------
+
+
+def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Per-server records (in SERVER_NAMES order) and the HF record measured for this same scenario."""
+    servers, hf = {}, None
+    for name in (*SERVER_NAMES, "hf"):
+        path = results_dir / f"{name}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        if data.get("scenario") != key["scenario"] or data.get("model_dir") != key["model_dir"]:
+            print(f"compare: ignoring {path}: another scenario (use --fresh)", file=sys.stderr)
+            continue
+        if name == "hf":
+            hf = data
+        else:
+            servers[name] = data
+    return servers, hf
+
+
+def _by_load(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{r['num_prompts']}@{r['concurrency']}": r for r in runs}
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return round(value / base, 4) if value is not None and base else None
+
+
+def ratios(servers: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Each server against bare vLLM, per load: throughput ratios, latency ratios and TTFT delta."""
+    if BASELINE not in servers:
+        return {}
+    base_runs = _by_load(servers[BASELINE]["runs"])
+    table: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, record in servers.items():
+        if name == BASELINE:
+            continue
+        for load, run in _by_load(record["runs"]).items():
+            base = base_runs.get(load)
+            if base is None:
+                continue
+            ttft, base_ttft = run["ttft_ms"]["p50"], base["ttft_ms"]["p50"]
+            table.setdefault(name, {})[load] = {
+                "output_throughput": _ratio(run["output_throughput"], base["output_throughput"]),
+                "request_throughput": _ratio(run["request_throughput"], base["request_throughput"]),
+                "ttft_p50": _ratio(ttft, base_ttft),
+                "ttft_p50_delta_ms": round(ttft - base_ttft, 3) if None not in (ttft, base_ttft) else None,
+                "tpot_p50": _ratio(run["tpot_ms"]["p50"], base["tpot_ms"]["p50"]),
+                "itl_p50": _ratio(run["itl_ms"]["p50"], base["itl_ms"]["p50"]),
+                "e2e_p50": _ratio(run["e2e_ms"]["p50"], base["e2e_ms"]["p50"]),
+            }
+    return table
+
+
+def targets(ratio_table: dict[str, Any], loads: list[str]) -> list[dict[str, Any]]:
+    """The performance issue's targets for rayvllm: throughput and TPOT at the highest load, TTFT at c=1."""
+    mine = ratio_table.get("rayvllm", {})
+    high = max(loads, key=lambda load: int(load.split("@")[1]))
+    low = min(loads, key=lambda load: int(load.split("@")[1]))
+    rows = []
+    for metric, load, key, goal, ok in (
+        ("output tok/s vs bare vLLM", high, "output_throughput", ">= 0.97x", lambda v: v >= 0.97),
+        ("TPOT p50 vs bare vLLM", high, "tpot_p50", "<= 1.05x", lambda v: v <= 1.05),
+        ("TTFT p50 minus bare vLLM", low, "ttft_p50_delta_ms", "<= +5 ms", lambda v: v <= 5),
+    ):
+        value = mine.get(load, {}).get(key)
+        rows.append({"metric": metric, "load": load, "target": goal, "value": value,
+                     "met": None if value is None else bool(ok(value))})  # fmt: skip
+    return rows
+
+
+def write_bundle(out: Path, key: dict[str, Any], results_dir: Path, work: Path) -> None:
+    servers, hf = load_results(key, results_dir)
+    table = ratios(servers)
+    loads = key["scenario"]["loads"]
+    goals = targets(table, loads) if table else []
+    bundle = {
+        "tool": "rayvllm bench compare",
+        **key,
+        "environment": report.environment(),
+        "servers": {name: {k: v for k, v in rec.items() if k not in key} for name, rec in servers.items()},
+        "hf_generate": {k: v for k, v in hf.items() if k not in key} if hf else None,
+        "ratios_vs_bare_vllm": table,
+        "targets": goals,
+    }
+    logs = {name: rec.pop("log_tail", "") for name, rec in bundle["servers"].items()}
+    if bundle["hf_generate"]:
+        logs["hf"] = bundle["hf_generate"].pop("log_tail", "")
+    report.write_json(out / "compare.json", bundle)
+    (out / "compare.md").write_text(markdown(bundle))
+    (out / "server-logs.txt").write_text(
+        "".join(f"==== {name} (last {LOG_TAIL_LINES} lines)\n{text}\n\n" for name, text in logs.items())
+    )
+    series = {name: rec["runs"] for name, rec in bundle["servers"].items() if rec["runs"]}
+    if series:
+        report.plot(series, out, f"{key['scenario']['name']} preset")
+
+
+def markdown(bundle: dict[str, Any]) -> str:
+    scenario, env = bundle["scenario"], bundle["environment"]
+    gpu = ", ".join(env["gpus"]) or f"none (CPU: {env['cpu']}, {env['cpu_count']} cores)"
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
+    lines = [
+        f"# rayvllm bench compare: `{scenario['name']}` preset",
+        "",
+        f"- GPU: {gpu}",
+        f"- versions: {versions}; Python {env['python']}",
+        f"- engine args (all servers): `{json.dumps(scenario['engine_args'])}`",
+        f"- prompts: {scenario['input_len']} tokens in (token ids), {scenario['output_len']} out, "
+        f"ignore_eos; loads {', '.join(scenario['loads'])}; {scenario['warmup']} warm-up requests per server",
+        f"- measured {env['time_utc']}, commit {env['git_commit'] or 'unknown'}",
+        "",
+    ]
+    servers, table = bundle["servers"], bundle["ratios_vs_bare_vllm"]
+    for load in scenario["loads"]:
+        lines += [
+            f"## {load} (prompts@concurrency)",
+            "",
+            "| server | output tok/s | x vLLM | TTFT p50 ms | vs vLLM | TPOT p50 ms | x vLLM "
+            "| ITL p50 ms | E2E p50 ms | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, record in servers.items():
+            run = _by_load(record["runs"]).get(load)
+            if run is None:
+                lines.append(f"| {name} | {record['error'] or 'not run'} |||||||||")
+                continue
+            ratio = table.get(name, {}).get(load, {})
+            delta = ratio.get("ttft_p50_delta_ms")
+            cells = [
+                name,
+                report.fmt(run["output_throughput"]),
+                report.fmt(ratio.get("output_throughput"), 3),
+                report.fmt(run["ttft_ms"]["p50"], 2),
+                "" if delta is None else f"{delta:+.2f} ms",
+                report.fmt(run["tpot_ms"]["p50"], 2),
+                report.fmt(ratio.get("tpot_p50"), 3),
+                report.fmt(run["itl_ms"]["p50"], 2),
+                report.fmt(run["e2e_ms"]["p50"], 1),
+                str(run["failed"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if bundle["targets"]:
+        lines += ["## Targets (rayvllm vs bare vLLM)", "", "| metric | load | target | measured | met |"]
+        lines.append("|---|---|---|---|---|")
+        for row in bundle["targets"]:
+            met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
+            value = report.fmt(row["value"], 3)
+            lines.append(f"| {row['metric']} | {row['load']} | {row['target']} | {value} | {met} |")
+        lines.append("")
+    hf = bundle["hf_generate"]
+    if hf and hf.get("result"):
+        bare = servers.get(BASELINE, {}).get("runs") or [{}]
+        best = max((r.get("output_throughput") or 0 for r in bare), default=0)
+        lines += [
+            "## transformers `generate` (same shape, random weights)",
+            "",
+            "| batch | output tok/s | bare vLLM best / this |",
+            "|---|---|---|",
+        ]
+        for run in hf["result"]["runs"]:
+            speedup = f"{best / run['output_throughput']:.1f}x" if best else "n/a"
+            lines.append(f"| {run['batch_size']} | {report.fmt(run['output_throughput'])} | {speedup} |")
+        lines.append("")
+    elif hf:
+        lines += [f"transformers `generate` failed: {hf['error']}", ""]
+    lines += ["## Servers", "", "| server | ready after (s) | command |", "|---|---|---|"]
+    for name, record in servers.items():
+        lines.append(f"| {name} | {record['ready_s']} | `{' '.join(record['command'])}` |")
+    lines.append("")
+    lines.append(
+        "Ready times are start to first served token, in run order: the first server also fills the "
+        "compile caches that the later ones reuse."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,267 @@
+"""The load generator: random prompts, streamed OpenAI requests at a fixed concurrency, one summary per load.
+
+Prompts are exact token-id lists by default: vLLM's /v1/completions takes a list of ints as `prompt`, so
+"512 tokens in" is exactly 512 for every server, with or without a local tokenizer. Text prompts (needed
+for /v1/chat/completions) are decoded from random ids with the server's tokenizer and re-encoded until
+they have the asked length; without a tokenizer they are random words, and the prompt length is what the
+server reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rayvllm.bench.metrics import RequestResult, summarize
+
+DEFAULT_TOKEN_ID_RANGE = (100, 40000)  # inside every common vocabulary; the GPU baseline's choice
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+_WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "it")
+
+
+@dataclass(frozen=True)
+class Load:
+    """`num_prompts` requests sent with at most `concurrency` in flight."""
+
+    num_prompts: int
+    concurrency: int
+
+    @classmethod
+    def parse(cls, text: str) -> Load:
+        """Parse `N@C`, for example `1000@256`."""
+        try:
+            num, conc = (int(part) for part in text.split("@"))
+        except ValueError:
+            raise ValueError(f"a load is N@C (prompts@concurrency), got {text!r}") from None
+        if num < 1 or conc < 1:
+            raise ValueError(f"prompts and concurrency must be positive, got {text!r}")
+        return cls(num, conc)
+
+    def __str__(self) -> str:
+        return f"{self.num_prompts}@{self.concurrency}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and what to send: an OpenAI-compatible endpoint and the request shape."""
+
+    base_url: str
+    model: str
+    api: str = "completions"  # or "chat"
+    output_len: int = 256
+    ignore_eos: bool = True
+    temperature: float | None = None
+    api_key: str | None = None
+    request_timeout_s: float = 1800.0
+
+    @property
+    def url(self) -> str:
+        path = "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+        return self.base_url.rstrip("/") + path
+
+    def payload(self, prompt: list[int] | str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.output_len,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        if self.ignore_eos:
+            body["ignore_eos"] = True  # a vLLM extension; not sent when off, for other servers
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+
+# --- prompts -------------------------------------------------------------------------------------------
+
+
+def find_server_tokenizer(base_url: str, model: str, api_key: str | None = None) -> str | None:
+    """The tokenizer directory of a local server: vLLM lists the model's path as `root` in /v1/models."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        listing = httpx.get(base_url.rstrip("/") + "/v1/models", headers=headers, timeout=30).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    for card in listing.get("data", []):
+        root = card.get("root")
+        if card.get("id") == model and root and any((Path(root) / f).is_file() for f in TOKENIZER_FILES):
+            return str(root)
+    return None
+
+
+def make_prompts(
+    count: int,
+    input_len: int,
+    *,
+    as_text: bool,
+    tokenizer: str | None,
+    token_id_range: tuple[int, int] | None,
+    seed: int,
+) -> list[list[int]] | list[str]:
+    """`count` random prompts of `input_len` tokens (see the module docstring)."""
+    rng = random.Random(seed)
+    tok = None
+    if tokenizer and (as_text or token_id_range is None):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    if token_id_range is not None:
+        pool: range | list[int] = range(*token_id_range)
+    elif tok is not None:
+        special = set(tok.all_special_ids)
+        pool = [i for i in range(len(tok)) if i not in special]
+    else:
+        pool = range(*DEFAULT_TOKEN_ID_RANGE)
+
+    def sample(n: int) -> list[int]:
+        return [rng.choice(pool) for _ in range(n)]
+
+    if not as_text:
+        return [sample(input_len) for _ in range(count)]
+    if tok is None:
+        return [" ".join(rng.choice(_WORDS) for _ in range(input_len)) for _ in range(count)]
+    texts = []
+    for _ in range(count):
+        ids = sample(input_len)
+        for _attempt in range(8):  # decode/encode does not round-trip exactly; converge on the length
+            text = str(tok.decode(ids, skip_special_tokens=True))
+            encoded = tok.encode(text, add_special_tokens=False)
+            if len(encoded) == input_len:
+                break
+            missing = input_len - len(encoded)
+            ids = encoded[:input_len] if missing < 0 else encoded + sample(missing)
+        texts.append(text)
+    return texts
+
+
+# --- the client ----------------------------------------------------------------------------------------
+
+
+async def _stream_one(session: Any, target: Target, prompt: list[int] | str) -> RequestResult:
+    import aiohttp
+
+    result = RequestResult(prompt_tokens=len(prompt) if isinstance(prompt, list) else 0)
+    chunks = 0
+    start = last = time.perf_counter()
+    try:
+        async with session.post(target.url, json=target.payload(prompt), headers=target.headers()) as resp:
+            if resp.status != 200:
+                body = await resp.text()
+                result.error = f"HTTP {resp.status}: {body[:300]}"
+                return result
+            async for raw in resp.content:
+                now = time.perf_counter()
+                line = raw.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = f"stream error: {json.dumps(chunk['error'])[:300]}"
+                    break
+                if chunk.get("choices"):
+                    if chunks == 0:
+                        result.ttft = now - start
+                    else:
+                        result.itl.append(now - last)
+                    last = now
+                    chunks += 1
+                usage = chunk.get("usage")
+                if usage and usage.get("completion_tokens") is not None:
+                    result.output_tokens = int(usage["completion_tokens"])
+                    result.prompt_tokens = int(usage.get("prompt_tokens") or result.prompt_tokens)
+                    result.tokens_from_usage = True
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.e2e = time.perf_counter() - start
+    if result.error is None and chunks == 0:
+        result.error = "the stream ended without any generated chunk"
+    if not result.tokens_from_usage:
+        result.output_tokens = chunks
+    return result
+
+
+async def _run(
+    target: Target, prompts: list[Any], concurrency: int, label: str
+) -> tuple[list[RequestResult], float]:
+    import aiohttp
+    from tqdm import tqdm
+
+    connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300)
+    timeout = aiohttp.ClientTimeout(total=target.request_timeout_s)
+    semaphore = asyncio.Semaphore(concurrency)
+    # On a terminal the bar redraws often; in a log file, rarely, so logs stay short.
+    bar = tqdm(total=len(prompts), desc=label, unit="req", mininterval=0.5 if sys.stderr.isatty() else 15)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
+
+        async def one(prompt: Any) -> RequestResult:
+            async with semaphore:
+                result = await _stream_one(session, target, prompt)
+            bar.update(1)
+            return result
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(p) for p in prompts))
+        duration = time.perf_counter() - start
+    bar.close()
+    return list(results), duration
+
+
+def _asyncio_run(coro: Any) -> Any:
+    try:
+        import uvloop  # vLLM's dependency: a faster loop keeps the client off the critical path
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def prompts_needed(loads: list[Load], warmup: int) -> int:
+    return warmup + sum(load.num_prompts for load in loads)
+
+
+def run_loads(
+    target: Target, loads: list[Load], prompts: list[Any], *, warmup: int = 0, label: str = ""
+) -> list[dict[str, Any]]:
+    """Run each load in turn and return their summaries.
+
+    Every request gets its own prompt (warm-up included), so no load hits the prefix cache that an
+    earlier one filled.
+    """
+    if len(prompts) < prompts_needed(loads, warmup):
+        raise ValueError(f"{len(prompts)} prompts for {prompts_needed(loads, warmup)} requests")
+    if warmup:
+        _asyncio_run(_run(target, prompts[:warmup], warmup, f"{label} warm-up".strip()))
+    offset, summaries = warmup, []
+    for load in loads:
+        chosen = prompts[offset : offset + load.num_prompts]
+        offset += load.num_prompts
+        results, duration = _asyncio_run(_run(target, chosen, load.concurrency, f"{label} {load}".strip()))
+        summaries.append(
+            summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
+        )
+    return summaries
+
+
+def default_api_key() -> str | None:
+    return os.environ.get("OPENAI_API_KEY") or None

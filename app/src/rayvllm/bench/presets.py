@@ -1,0 +1,101 @@
+"""Benchmark scenarios: the model, the engine args every server shares, the prompts and the loads.
+
+- `gpu`: the performance issue's scenario. The Llama-3.1-8B shape (`configs/llama-3.1-8b.json`, the public
+  config values) with random weights (`load_format=dummy`), bf16, max_model_len 4096; 512 tokens in and
+  256 out with ignore_eos; 1000 prompts at concurrency 256, then 20 at concurrency 1.
+- `cpu`: the same comparison on CPU with the tiny random Llama; its ratio is a regression figure of the
+  serving layer's overhead, not of model speed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rayvllm.bench.loadgen import Load
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    model_name: str
+    engine_args: dict[str, Any]
+    input_len: int
+    output_len: int
+    loads: tuple[Load, ...]
+    warmup: int
+    token_id_range: tuple[int, int] | None  # None: any non-special id of the tokenizer
+    env: dict[str, str] = field(default_factory=dict)
+    num_gpus: int = 1  # per replica (rayvllm's config needs it explicit on CPU: 0)
+    ray_num_cpus: int | None = None
+    ray_dashboard: bool = True
+    ready_timeout_s: float = 900
+    hf_batch_sizes: tuple[int, ...] = (1, 16, 64)
+    hf_dtype: str = "bfloat16"
+
+    def describe(self) -> dict[str, Any]:
+        """What must match for results to be compared (JSON-ready)."""
+        data = asdict(self)
+        data["loads"] = [str(load) for load in self.loads]
+        return data
+
+    def prepare_model(self, directory: Path) -> Path:
+        """Write the model directory: config, tokenizer and chat template (and weights on CPU)."""
+        from rayvllm.models import build_tiny_llama
+
+        marker = directory / ".rayvllm-bench-preset"
+        if marker.is_file() and marker.read_text() == self.name:
+            return directory  # built by an earlier phase of this run
+        shutil.rmtree(directory, ignore_errors=True)
+        build_tiny_llama(directory)
+        if self.name == "gpu":
+            # The 8B shape with the tiny tokenizer: ids it lacks decode to nothing, which vLLM accepts.
+            # Weights are random (load_format=dummy), so the tiny weights and generation config go.
+            (directory / "model.safetensors").unlink()
+            (directory / "generation_config.json").unlink(missing_ok=True)
+            shape = resources.files("rayvllm.bench").joinpath("configs/llama-3.1-8b.json").read_text()
+            (directory / "config.json").write_text(json.dumps(json.loads(shape), indent=2) + "\n")
+        marker.write_text(self.name)
+        return directory
+
+
+PRESETS = {
+    "gpu": Scenario(
+        name="gpu",
+        model_name="llama-3.1-8b-dummy",
+        engine_args={
+            "dtype": "bfloat16",
+            "max_model_len": 4096,
+            "load_format": "dummy",
+            "gpu_memory_utilization": 0.9,
+            "max_num_seqs": 256,
+        },
+        input_len=512,
+        output_len=256,
+        loads=(Load(1000, 256), Load(20, 1)),
+        warmup=8,
+        token_id_range=(100, 40000),
+        ready_timeout_s=900,
+    ),
+    "cpu": Scenario(
+        name="cpu",
+        model_name="tiny-llama",
+        # tests/conftest.py's tiny config: eager mode, since torch.compile costs minutes on 2 cores
+        engine_args={"max_model_len": 512, "max_num_seqs": 32, "dtype": "bfloat16", "enforce_eager": True},
+        input_len=128,
+        output_len=64,
+        loads=(Load(256, 32), Load(16, 1)),
+        warmup=4,
+        token_id_range=None,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        num_gpus=0,
+        ray_num_cpus=8,  # each Serve deployment asks for a CPU; 2 real cores would leave one unscheduled
+        ray_dashboard=False,
+        ready_timeout_s=600,
+        hf_dtype="float32",
+    ),
+}

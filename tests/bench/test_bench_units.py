@@ -1,0 +1,240 @@
+"""Unit tests of the benchmark tool on synthetic timings: metric maths, ratios, reports. No server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rayvllm.bench import compare, report
+from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed
+from rayvllm.bench.metrics import RequestResult, distribution_ms, summarize
+from rayvllm.bench.servers import plan, vllm_cli_args
+
+
+def request(
+    ttft: float, e2e: float, tokens: int, *, usage: bool = True
+) -> RequestResult:
+    gaps = [(e2e - ttft) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
+    return RequestResult(
+        prompt_tokens=10,
+        output_tokens=tokens,
+        tokens_from_usage=usage,
+        ttft=ttft,
+        e2e=e2e,
+        itl=gaps,
+    )
+
+
+def test_tpot_is_decode_time_over_tokens_after_the_first() -> None:
+    assert request(0.1, 1.1, 11).tpot == pytest.approx(0.1)
+    assert request(0.1, 0.1, 1).tpot is None  # one token: no decode interval
+
+
+def test_distribution_reports_milliseconds_with_linear_percentiles() -> None:
+    stats = distribution_ms([0.001 * i for i in range(1, 101)])  # 1..100 ms
+    assert stats["mean"] == pytest.approx(50.5)
+    assert stats["p50"] == pytest.approx(50.5)
+    assert stats["p95"] == pytest.approx(95.05)
+    assert stats["p99"] == pytest.approx(99.01)
+    assert distribution_ms([]) == {"mean": None, "p50": None, "p95": None, "p99": None}
+
+
+def test_summary_counts_failures_apart_and_throughput_over_wall_time() -> None:
+    results = [
+        request(0.1, 1.1, 11),
+        request(0.3, 2.3, 21),
+        RequestResult(error="HTTP 503: busy"),
+    ]
+    summary = summarize(results, 4.0, num_prompts=3, concurrency=2)
+    assert (summary["completed"], summary["failed"], summary["errors"]) == (
+        2,
+        1,
+        ["HTTP 503: busy"],
+    )
+    assert summary["total_output_tokens"] == 32
+    assert summary["output_throughput"] == pytest.approx(8.0)
+    assert summary["request_throughput"] == pytest.approx(0.5)
+    assert summary["total_token_throughput"] == pytest.approx((20 + 32) / 4)
+    assert summary["ttft_ms"]["mean"] == pytest.approx(200)
+    assert summary["tpot_ms"]["p50"] == pytest.approx(100)
+    assert summary["itl_ms"]["p50"] == pytest.approx(100)
+    assert summary["e2e_ms"]["p99"] == pytest.approx(1100 + 0.99 * 1200)
+    assert summary["output_tokens_counted_from"] == "usage"
+
+
+def test_summary_says_where_token_counts_came_from() -> None:
+    mixed = [request(0.1, 1.1, 11), request(0.1, 1.1, 11, usage=False)]
+    assert (
+        summarize(mixed, 1, num_prompts=2, concurrency=1)["output_tokens_counted_from"]
+        == "mixed"
+    )
+    chunks = [request(0.1, 1.1, 11, usage=False)]
+    assert (
+        summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"]
+        == "chunks"
+    )
+
+
+def test_load_parses_prompts_at_concurrency() -> None:
+    assert Load.parse("1000@256") == Load(1000, 256)
+    assert str(Load(20, 1)) == "20@1"
+    for bad in ("1000", "a@b", "0@1", "5@0"):
+        with pytest.raises(ValueError):
+            Load.parse(bad)
+    assert prompts_needed([Load(1000, 256), Load(20, 1)], warmup=8) == 1028
+
+
+def test_token_id_prompts_have_the_exact_length_and_are_reproducible() -> None:
+    prompts = make_prompts(
+        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
+    )
+    assert all(len(p) == 512 and all(100 <= t < 200 for t in p) for p in prompts)
+    assert prompts == make_prompts(
+        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
+    )
+    assert (
+        len({tuple(p) for p in prompts}) == 5
+    )  # no shared prefixes for the prefix cache to reuse
+
+
+def test_request_body_asks_for_usage_and_sends_vllm_extensions_only_when_set() -> None:
+    target = Target("http://h:1/", "m", output_len=7)
+    body = target.payload([1, 2, 3])
+    assert target.url == "http://h:1/v1/completions"
+    assert (
+        body["prompt"] == [1, 2, 3]
+        and body["max_tokens"] == 7
+        and body["ignore_eos"] is True
+    )
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert "temperature" not in body
+    chat = Target("http://h:1", "m", api="chat", ignore_eos=False)
+    assert chat.url.endswith("/v1/chat/completions")
+    assert chat.payload("hi")["messages"] == [{"role": "user", "content": "hi"}]
+    assert "ignore_eos" not in chat.payload("hi")
+
+
+def test_engine_args_become_the_same_flags_and_config_for_every_server(
+    tmp_path,
+) -> None:
+    engine = {
+        "dtype": "bfloat16",
+        "max_model_len": 4096,
+        "enforce_eager": True,
+        "enable_prefix_caching": False,
+    }
+    assert vllm_cli_args(engine) == [
+        "--dtype", "bfloat16", "--max-model-len", "4096", "--enforce-eager", "--no-enable-prefix-caching",
+    ]  # fmt: skip
+    common = {
+        "model_name": "m",
+        "model_dir": "/models/m",
+        "engine_args": engine,
+        "port": 8100,
+        "env": {"A": "1"},
+    }
+    bare = plan("vllm", config_path=tmp_path / "x.yaml", **common)
+    assert (
+        "/models/m --served-model-name m --host 127.0.0.1 --port 8100 --dtype bfloat16"
+        in " ".join(bare.command)
+    )
+    ours = plan("rayvllm", config_path=tmp_path / "r.yaml", num_gpus=0, **common)
+    config = next(iter(ours.files.values()))
+    assert "enable_prefix_caching: false" in config and "num_gpus: 0" in config
+    assert ours.env == {
+        "A": "1",
+        "RAY_ADDRESS": "local",
+    }  # a fresh Ray cluster, never a running one
+    theirs = plan(
+        "ray_serve_llm",
+        config_path=tmp_path / "s.yaml",
+        ray_num_cpus=8,
+        ray_dashboard=False,
+        **common,
+    )
+    assert (
+        json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1])
+        == engine
+    )
+    with pytest.raises(ValueError, match="unknown server"):
+        plan("tgi", config_path=tmp_path / "t.yaml", **common)
+
+
+def run_summary(concurrency: int, tok_s: float, ttft_ms: float, tpot_ms: float) -> dict:
+    ms = {"mean": 1.0, "p50": 1.0, "p95": 1.0, "p99": 1.0}
+    return {
+        "num_prompts": 10, "concurrency": concurrency, "completed": 10, "failed": 0, "errors": [],
+        "output_throughput": tok_s, "request_throughput": tok_s / 100,
+        "ttft_ms": {**ms, "p50": ttft_ms}, "tpot_ms": {**ms, "p50": tpot_ms}, "itl_ms": ms, "e2e_ms": ms,
+    }  # fmt: skip
+
+
+def test_ratios_and_targets_against_bare_vllm() -> None:
+    servers = {
+        "vllm": {"runs": [run_summary(256, 8000, 100, 20), run_summary(1, 150, 25, 6)]},
+        "rayvllm": {
+            "runs": [run_summary(256, 7900, 110, 20.5), run_summary(1, 148, 31, 6)]
+        },
+        "ray_serve_llm": {"runs": [run_summary(256, 3400, 200, 70)]},
+    }
+    table = compare.ratios(servers)
+    assert table["rayvllm"]["10@256"]["output_throughput"] == pytest.approx(0.9875)
+    assert table["rayvllm"]["10@1"]["ttft_p50_delta_ms"] == pytest.approx(6)
+    assert table["ray_serve_llm"]["10@256"]["tpot_p50"] == pytest.approx(3.5)
+    assert "10@1" not in table["ray_serve_llm"]
+    goals = {
+        row["metric"]: row["met"] for row in compare.targets(table, ["10@256", "10@1"])
+    }
+    assert goals == {
+        "output tok/s vs bare vLLM": True,
+        "TPOT p50 vs bare vLLM": True,
+        "TTFT p50 minus bare vLLM": False,
+    }
+
+
+def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
+    scenario = {
+        "name": "cpu",
+        "loads": ["10@256", "10@1"],
+        "engine_args": {},
+        "input_len": 1,
+        "output_len": 1,
+    }
+    key = {"scenario": {**scenario, "warmup": 0}, "model_dir": "/m"}
+    results = tmp_path / "results"
+    for name, runs in (
+        ("vllm", [run_summary(256, 8000, 100, 20)]),
+        ("rayvllm", [run_summary(256, 7990, 101, 20)]),
+    ):
+        record = {
+            "server": name,
+            "command": ["x"],
+            "ready_s": 1.0,
+            "runs": runs,
+            "error": None,
+            "log_tail": "ok",
+        }
+        report.write_json(results / f"{name}.json", {**key, **record})
+    stale = {"scenario": {**scenario, "warmup": 8}, "model_dir": "/m", "runs": []}
+    report.write_json(
+        results / "ray_serve_llm.json", stale
+    )  # an earlier run with other settings
+    out = tmp_path / "out"
+    compare.write_bundle(out, key, results, tmp_path)
+    bundle = json.loads((out / "compare.json").read_text())
+    assert list(bundle["servers"]) == [
+        "vllm",
+        "rayvllm",
+    ]  # the other scenario's file is ignored
+    assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"][
+        "output_throughput"
+    ] == pytest.approx(0.99875, abs=1e-4)
+    assert (
+        bundle["environment"]["versions"]
+        and "nvidia_smi_query_gpu_name" in bundle["environment"]
+    )
+    markdown = (out / "compare.md").read_text()
+    assert "| rayvllm | 7,990.0 | 0.999 |" in markdown
+    assert "==== rayvllm" in (out / "server-logs.txt").read_text()
+    for png in ("latency.png", "throughput.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
