@@ -1,0 +1,158 @@
+"""The Grafana dashboards: the chart's copy is in sync, they provision through Grafana's sidecar, and they
+keep the checks of Grafana's dashboard-linter that apply (its Go module is not available from the proxy)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from monitoring_support import (
+    REPO,
+    all_rules,
+    load_dashboards,
+    panel_queries,
+    promql_metric_names,
+    require_tool,
+    substitute_grafana_variables,
+    variable_queries,
+)
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# kube-prometheus-stack's Grafana reads schema 39; newer Grafanas migrate it up.
+SCHEMA_VERSION = 39
+GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUSD"}
+# Range windows must follow Grafana's step ($__rate_interval), or cover the dashboard's range.
+RANGE_WINDOW = re.compile(r"\[([^\[\]]+)\]")
+DASHBOARD_NAMES = sorted(load_dashboards())
+
+
+@pytest.fixture(params=DASHBOARD_NAMES)
+def dashboard(request: pytest.FixtureRequest, dashboards: dict[str, dict]) -> dict:
+    return dashboards[request.param]
+
+
+def panels(dashboard: dict) -> list[dict]:
+    return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+
+
+def test_chart_copy_matches_dashboards() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "tools" / "sync-dashboards.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_dashboard_provisions_through_the_sidecar(dashboard: dict) -> None:
+    text = str(dashboard)
+    assert "__inputs" not in dashboard
+    assert "DS_PROMETHEUS" not in text
+    assert dashboard["id"] is None
+    assert dashboard["schemaVersion"] == SCHEMA_VERSION
+    assert dashboard["title"].startswith("rayvllm / ")
+    assert "rayvllm" in dashboard["tags"]
+
+
+def test_dashboards_have_distinct_uids(dashboards: dict[str, dict]) -> None:
+    uids = [dashboard["uid"] for dashboard in dashboards.values()]
+    assert len(set(uids)) == len(uids)
+    assert all(re.fullmatch(r"rayvllm-[a-z-]+", uid) and len(uid) <= 40 for uid in uids)
+
+
+def test_first_variable_is_the_prometheus_datasource(dashboard: dict) -> None:
+    variable = dashboard["templating"]["list"][0]
+    assert (variable["name"], variable["type"], variable["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+
+
+def test_query_variables_use_the_datasource_and_follow_time(dashboard: dict) -> None:
+    for variable in dashboard["templating"]["list"][1:]:
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE
+        assert variable["refresh"] == 2, f"{variable['name']} must refresh on time range change"
+        assert variable["includeAll"] and variable["allValue"] == ".*"
+
+
+def test_dashboard_has_a_cluster_variable(dashboard: dict) -> None:
+    names = [variable["name"] for variable in dashboard["templating"]["list"]]
+    assert "cluster" in names
+
+
+def test_variables_are_used(dashboard: dict) -> None:
+    exprs = " ".join(query.expr for query in panel_queries({"d": dashboard}))
+    exprs += " ".join(variable.selector for variable in variable_queries({"d": dashboard}))
+    for variable in dashboard["templating"]["list"][1:]:
+        assert f"${variable['name']}" in exprs, f"${variable['name']} is defined but no query uses it"
+
+
+def test_panels_use_the_datasource_variable(dashboard: dict) -> None:
+    for panel in panels(dashboard):
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert all(target["datasource"] == DATASOURCE for target in panel["targets"]), panel["title"]
+
+
+def test_panels_have_title_description_and_unit(dashboard: dict) -> None:
+    for panel in panels(dashboard):
+        assert panel["title"] and panel["description"], panel["id"]
+        assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS, panel["title"]
+
+
+def test_panels_fit_the_grid_without_overlap(dashboard: dict) -> None:
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(set(ids)) == len(ids)
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        covered = {
+            (x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & covered, f"{panel['title']} overlaps another panel"
+        cells |= covered
+
+
+def test_range_windows_follow_grafana(dashboard: dict) -> None:
+    for query in panel_queries({"d": dashboard}):
+        windows = RANGE_WINDOW.findall(query.expr)
+        assert set(windows) <= {"$__rate_interval", "$__range"}, f"{query.panel}: {windows}"
+
+
+def test_recorded_series_the_dashboards_read_are_recorded(
+    dashboards: dict[str, dict], rule_groups: list[dict]
+) -> None:
+    records = {rule["record"] for rule in all_rules(rule_groups) if "record" in rule}
+    read = set()
+    for query in panel_queries(dashboards):
+        read |= {name for name in promql_metric_names(query.expr) if ":" in name}
+    for variable in variable_queries(dashboards):
+        read |= {name for name in promql_metric_names(variable.selector) if ":" in name}
+    assert read - records == set()
+
+
+def test_queries_parse(dashboards: dict[str, dict], tmp_path: Path) -> None:
+    """Every panel query, with Grafana's variables filled in, is valid PromQL to promtool."""
+    rules = [
+        {"record": f"dashboard:query_{index}:check", "expr": substitute_grafana_variables(query.expr)}
+        for index, query in enumerate(panel_queries(dashboards))
+    ]
+    rules += [
+        {
+            "record": f"dashboard:variable_{index}:check",
+            "expr": substitute_grafana_variables(variable.selector),
+        }
+        for index, variable in enumerate(variable_queries(dashboards))
+    ]
+    path = tmp_path / "dashboard-queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    result = subprocess.run(
+        [require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
