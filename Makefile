@@ -31,14 +31,14 @@ test: setup ## run every test: unit, chart, rules and the real Ray Serve + vLLM 
 	@tools/run-tests.sh
 
 lint: setup ## ruff, mypy and helm lint
-	@$(VENV)/bin/ruff check app/src tests
-	@$(VENV)/bin/ruff format --check app/src tests
+	@$(VENV)/bin/ruff check --config app/pyproject.toml app/src tests
+	@$(VENV)/bin/ruff format --config app/pyproject.toml --check app/src tests
 	@cd app && $(VENV)/bin/mypy
 	@$(BIN)/helm lint charts/rayvllm
 
 format: setup-python ## apply ruff's fixes and formatting
-	@$(VENV)/bin/ruff check --fix app/src tests
-	@$(VENV)/bin/ruff format app/src tests
+	@$(VENV)/bin/ruff check --config app/pyproject.toml --fix app/src tests
+	@$(VENV)/bin/ruff format --config app/pyproject.toml app/src tests
 
 bench: setup-python ## benchmark an OpenAI-compatible endpoint (see docs/benchmarks.md)
 	@$(PYTHON) -m rayvllm bench $(BENCH_ARGS)

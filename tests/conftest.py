@@ -44,13 +44,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_stack(config: dict, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> Stack:
-    """Run `python -m rayvllm serve --config` and wait for its ready line."""
-    config_path = log.with_suffix(".yaml")
-    config_path.write_text(yaml.safe_dump(config))
+def start_stack(
+    config: dict | None, log: Path, model: str = "", timeout_s: float = STARTUP_TIMEOUT_S
+) -> Stack:
+    """Run `python -m rayvllm serve` until its ready line; `config=None` runs `make serve`'s default."""
     port, metrics_port = free_port(), free_port()
-    command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
-    command += ["--port", str(port), "--metrics-port", str(metrics_port), "--verbose"]
+    command = [
+        sys.executable,
+        "-m",
+        "rayvllm",
+        "serve",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    if config is not None:
+        config_path = log.with_suffix(".yaml")
+        config_path.write_text(yaml.safe_dump(config))
+        command += ["--config", str(config_path)]
+        model = config["models"][0]["name"]
+    command.append("--verbose")
     log_file = log.open("w")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -66,7 +80,7 @@ def start_stack(config: dict, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -
     threading.Thread(target=pump, daemon=True).start()
     stack = Stack(
         base_url=f"http://127.0.0.1:{port}",
-        model=config["models"][0]["name"],
+        model=model,
         metrics_urls=[f"http://127.0.0.1:{metrics_port}/metrics"],
         process=process,
         log=log,
@@ -131,7 +145,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The real local stack serving the tiny model; shared by every test that only needs *a* model."""
-    stack = start_stack(tiny_config(tiny_model_dir), tmp_path_factory.mktemp("logs") / "tiny-stack.log")
+    # llama3_json needs no special tokens, so the tiny tokenizer can exercise vLLM's tool calling.
+    config = tiny_config(
+        tiny_model_dir, openai={"enable_auto_tool_choice": True, "tool_call_parser": "llama3_json"}
+    )
+    stack = start_stack(config, tmp_path_factory.mktemp("logs") / "tiny-stack.log")
     yield stack
     leftovers = stop_stack(stack)
     assert not leftovers, f"processes left after stopping rayvllm serve: {leftovers}"
@@ -146,5 +164,7 @@ def openai_client(tiny_stack: Stack):  # type: ignore[no-untyped-def]
 
 def pytest_configure(config: pytest.Config) -> None:
     # Subprocesses (helm, the runner) find the repo's tools and venv first, as under `make`.
-    os.environ["PATH"] = os.pathsep.join([str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]])
+    os.environ["PATH"] = os.pathsep.join(
+        [str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]]
+    )
     os.environ.setdefault("HELM_PLUGINS", str(REPO / "bin" / "helm-plugins"))

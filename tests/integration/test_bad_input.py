@@ -22,12 +22,20 @@ def assert_openai_error(response: httpx.Response, *statuses: int) -> dict:
 
 
 def test_unknown_model_is_404(tiny_stack) -> None:
-    response = post(tiny_stack, "/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]})
+    response = post(
+        tiny_stack,
+        "/v1/chat/completions",
+        json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+    )
     assert "nope" in assert_openai_error(response, 404)["message"]
 
 
 def test_prompt_longer_than_max_model_len_is_400(tiny_stack) -> None:
-    response = post(tiny_stack, "/v1/completions", json={"model": tiny_stack.model, "prompt": "hello " * 2000, "max_tokens": 4})
+    response = post(
+        tiny_stack,
+        "/v1/completions",
+        json={"model": tiny_stack.model, "prompt": "hello " * 2000, "max_tokens": 4},
+    )
     assert_openai_error(response, 400)
 
 
@@ -43,14 +51,22 @@ def test_invalid_fields_are_400_or_422(tiny_stack, change: dict) -> None:
 
 def test_malformed_json_is_400(tiny_stack) -> None:
     response = post(
-        tiny_stack, "/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}
+        tiny_stack,
+        "/v1/chat/completions",
+        content=b'{"model": "x", "messages": [',
+        headers={"content-type": "application/json"},
     )
     assert_openai_error(response, 400)
 
 
 def test_engine_still_serves_after_bad_input(tiny_stack) -> None:
-    for body in ({"model": tiny_stack.model, "prompt": "hi " * 3000}, {"model": tiny_stack.model, "max_tokens": -5}):
+    for body in (
+        {"model": tiny_stack.model, "prompt": "hi " * 3000},
+        {"model": tiny_stack.model, "max_tokens": -5},
+    ):
         assert post(tiny_stack, "/v1/completions", json=body).status_code < 500
-    response = post(tiny_stack, "/v1/completions", json={"model": tiny_stack.model, "prompt": "Hello", "max_tokens": 2})
+    response = post(
+        tiny_stack, "/v1/completions", json={"model": tiny_stack.model, "prompt": "Hello", "max_tokens": 2}
+    )
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["completion_tokens"] == 2

@@ -27,7 +27,9 @@ def test_replicas_are_pinned_to_their_gpu_pool_and_sized_by_tensor_parallelism()
 
 
 def test_deployment_name_is_a_valid_serve_name() -> None:
-    assert deployment_name(ModelConfig.model_validate(MODEL)) == "VLLMServer:meta-llama--Llama-3_1-8B-Instruct"
+    assert (
+        deployment_name(ModelConfig.model_validate(MODEL)) == "VLLMServer:meta-llama--Llama-3_1-8B-Instruct"
+    )
 
 
 def test_build_app_accepts_the_raw_serve_config_args() -> None:
@@ -36,3 +38,29 @@ def test_build_app_accepts_the_raw_serve_config_args() -> None:
     assert deployment.name == deployment_name(ModelConfig.model_validate(MODEL))
     assert deployment.ray_actor_options["num_gpus"] == 2
     assert AppConfig.model_validate(deployment.init_args[0] and {"models": [deployment.init_args[0]]})
+
+
+def test_ray_serve_llm_path_gets_the_same_engine_and_scaling_settings() -> None:
+    from rayvllm.ray_serve_llm import llm_config
+
+    model = ModelConfig.model_validate(
+        {**MODEL, "engine": {**MODEL["engine"], "extra_args": {"swap_space": 2}}}
+    )
+    config = llm_config(model)
+    assert config["model_loading_config"] == {
+        "model_id": MODEL["name"],
+        "model_source": MODEL["engine"]["model"],
+    }
+    assert config["engine_kwargs"]["max_model_len"] == 8192
+    assert config["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert config["engine_kwargs"]["swap_space"] == 2
+    assert config["deployment_config"]["autoscaling_config"]["max_replicas"] == 4
+    assert config["accelerator_type"] == "L4"
+    assert "placement_group_config" not in config
+
+
+def test_ray_serve_llm_path_on_cpu_asks_for_cpu_bundles() -> None:
+    from rayvllm.ray_serve_llm import llm_config
+
+    config = llm_config(ModelConfig.model_validate({**MODEL, "num_gpus": 0, "accelerator_type": None}))
+    assert config["placement_group_config"] == {"bundles": [{"CPU": 1}]}

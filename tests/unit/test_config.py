@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
 from rayvllm.config import AppConfig, ModelConfig
 
 MINIMAL = {"models": [{"name": "m", "engine": {"model": "/models/m", "max_model_len": 4096}}]}
@@ -26,7 +25,7 @@ def test_every_field_is_described() -> None:
             if not info.description:
                 missing.append(f"{model.__name__}.{name}")
             annotation = info.annotation
-            for candidate in getattr(annotation, "__args__", ()) + (annotation,):
+            for candidate in (*getattr(annotation, "__args__", ()), annotation):
                 if isinstance(candidate, type) and issubclass(candidate, ModelConfig.__mro__[1]):
                     missing += undescribed(candidate)
         return missing

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from rayvllm.config import ModelConfig
 from rayvllm.vllm_args import serve_argv, serve_namespace
 

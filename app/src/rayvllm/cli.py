@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="rayvllm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    parsers = {name: sub.add_parser(name, help=text, description=text) for name, (_, text) in SUBCOMMANDS.items()}
+    parsers = {
+        name: sub.add_parser(name, help=text, description=text) for name, (_, text) in SUBCOMMANDS.items()
+    }
     # Only the chosen subcommand's module is imported, so one subcommand never depends on another's.
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     if command not in SUBCOMMANDS:

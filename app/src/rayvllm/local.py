@@ -28,20 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("MODEL"),
         help="HF model id or local directory (default: $MODEL, else the embedded SmolLM2-135M-Instruct)",
     )
-    parser.add_argument("--config", type=Path, help="an AppConfig YAML (the chart's `app:` values); overrides --model")
+    parser.add_argument(
+        "--config", type=Path, help="an AppConfig YAML (the chart's `app:` values); overrides --model"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)), help="HTTP port")
     parser.add_argument(
         "--metrics-port", type=int, default=8080, help="port of Ray's Prometheus endpoint (as on a Ray pod)"
     )
-    parser.add_argument("--max-model-len", type=int, default=4096, help="context length of the default config")
     parser.add_argument(
-        "--engine-path", choices=["direct", "ray_serve_llm"], default="direct", help="see AppConfig.engine_path"
+        "--max-model-len", type=int, default=4096, help="context length of the default config"
+    )
+    parser.add_argument(
+        "--engine-path",
+        choices=["direct", "ray_serve_llm"],
+        default="direct",
+        help="see AppConfig.engine_path",
     )
     parser.add_argument(
         "--num-cpus", type=int, default=max(8, os.cpu_count() or 1), help="logical CPUs Ray may schedule"
     )
-    parser.add_argument("--verbose", action="store_true", help="stream Ray worker and vLLM logs to the console")
+    parser.add_argument(
+        "--verbose", action="store_true", help="stream Ray worker and vLLM logs to the console"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +59,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     started = time.monotonic()
     try:
-        with LocalStack(config, args.host, args.port, args.metrics_port, args.num_cpus, args.verbose) as stack:
+        with LocalStack(
+            config, args.host, args.port, args.metrics_port, args.num_cpus, args.verbose
+        ) as stack:
             name = config.models[0].name
             print(
-                f"rayvllm ready in {time.monotonic() - started:.0f}s: {stack.base_url}/v1 serving {name!r}. Try:\n"
+                f"rayvllm ready in {time.monotonic() - started:.0f}s: "
+                f"{stack.base_url}/v1 serving {name!r}. Try:\n"
                 f"  curl {stack.base_url}/v1/chat/completions -H 'Content-Type: application/json' "
                 f"""-d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'""",
                 flush=True,

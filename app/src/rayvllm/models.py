@@ -70,7 +70,8 @@ def _write_tiny_llama(out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    special = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    # <|python_tag|> lets vLLM's llama3_json tool parser load, so tests can exercise tool calling.
+    special = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "<|python_tag|>"]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()

@@ -50,6 +50,7 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
         disable_log_stats=engine_args.disable_log_stats,
     )
     try:
+        _check_tool_parser(args, engine.get_tokenizer())
         supported_tasks = await engine.get_supported_tasks()
         app = build_app(args, supported_tasks=supported_tasks, model_config=engine.model_config)
         await init_app_state(engine, app.state, args, supported_tasks=supported_tasks)
@@ -57,6 +58,19 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
         engine.shutdown()
         raise
     return engine, app
+
+
+def _check_tool_parser(args: argparse.Namespace, tokenizer: Any) -> None:
+    """vLLM builds the tool parser per request: a parser that cannot load would turn every chat request
+    into a 500. Build it once here, so the deploy fails instead, naming the option."""
+    if not args.tool_call_parser:
+        return
+    from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
+
+    try:
+        ToolParserManager.get_tool_parser(args.tool_call_parser)(tokenizer)
+    except Exception as exc:
+        raise ValueError(f"openai.tool_call_parser {args.tool_call_parser!r} cannot load: {exc}") from exc
 
 
 class VLLMServer:

@@ -56,7 +56,9 @@ def serve_namespace(model: ModelConfig) -> argparse.Namespace:
         with contextlib.redirect_stderr(stderr):
             args = parser.parse_args(argv)
     except SystemExit as exit_:
-        raise ValueError(f"invalid vLLM arguments for model {model.name!r}: {stderr.getvalue().strip()}") from exit_
+        raise ValueError(
+            f"invalid vLLM arguments for model {model.name!r}: {stderr.getvalue().strip()}"
+        ) from exit_
     validate_parsed_serve_args(args)
     return args
 
