@@ -35,7 +35,10 @@ class EngineConfig(StrictModel):
         None, gt=0, description="Token budget per engine step (chunked prefill); vLLM's default if unset."
     )
     gpu_memory_utilization: float = Field(
-        0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use for weights, activations and KV cache."
+        0.9,
+        gt=0,
+        le=1,
+        description="Fraction of GPU memory vLLM may use for weights, activations and KV cache.",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica shards the model over.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
@@ -44,7 +47,9 @@ class EngineConfig(StrictModel):
     quantization: str | None = Field(
         None, description="Quantization method (for example `fp8`, `awq_marlin`); None uses the checkpoint's."
     )
-    kv_cache_dtype: str = Field("auto", description="KV cache dtype, for example `fp8` to double its capacity.")
+    kv_cache_dtype: str = Field(
+        "auto", description="KV cache dtype, for example `fp8` to double its capacity."
+    )
     enable_prefix_caching: bool | None = Field(None, description="Reuse KV blocks of shared prompt prefixes.")
     enable_chunked_prefill: bool | None = Field(None, description="Split long prefills across engine steps.")
     enforce_eager: bool = Field(
@@ -53,7 +58,9 @@ class EngineConfig(StrictModel):
     load_format: str = Field("auto", description="Weight loader; `dummy` gives random weights (benchmarks).")
     seed: int | None = Field(None, description="Engine random seed.")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint repository.")
-    max_logprobs: int = Field(20, ge=0, description="Largest `logprobs`/`top_logprobs` a request may ask for.")
+    max_logprobs: int = Field(
+        20, ge=0, description="Largest `logprobs`/`top_logprobs` a request may ask for."
+    )
     extra_args: dict[str, Any] = Field(
         default_factory=dict,
         description="Any other `vllm serve` engine or frontend argument, by its Python name "
@@ -85,11 +92,15 @@ class AutoscalingConfig(StrictModel):
 
     min_replicas: int = Field(1, ge=0, description="Replicas kept when idle.")
     max_replicas: int = Field(1, ge=1, description="Upper bound; each replica needs `num_gpus` GPUs.")
-    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time; `min_replicas` if unset.")
+    initial_replicas: int | None = Field(
+        None, ge=0, description="Replicas at deploy time; `min_replicas` if unset."
+    )
     target_ongoing_requests: float = Field(
         64, gt=0, description="Ongoing requests per replica that Serve scales to hold."
     )
-    upscale_delay_s: float = Field(30, ge=0, description="Seconds load must stay high before adding replicas.")
+    upscale_delay_s: float = Field(
+        30, ge=0, description="Seconds load must stay high before adding replicas."
+    )
     downscale_delay_s: float = Field(
         600, ge=0, description="Seconds load must stay low before removing replicas."
     )
@@ -121,9 +132,12 @@ class ModelSizing(StrictModel):
     num_kv_heads: int = Field(
         gt=0, description="Key/value heads (`num_key_value_heads`, or `num_attention_heads` without GQA)."
     )
-    head_dim: int = Field(gt=0, description="Dimension of one attention head (`head_dim`, or hidden / heads).")
+    head_dim: int = Field(
+        gt=0, description="Dimension of one attention head (`head_dim`, or hidden / heads)."
+    )
     kv_cache_bytes_per_value: float = Field(
-        gt=0, description="Bytes per cached key or value: 2 for a bf16/fp16 cache, 1 for `kv_cache_dtype: fp8`."
+        gt=0,
+        description="Bytes per cached key or value: 2 for a bf16/fp16 cache, 1 for `kv_cache_dtype: fp8`.",
     )
 
 
@@ -136,7 +150,9 @@ class ModelConfig(StrictModel):
     )
     engine: EngineConfig = Field(description="vLLM engine arguments.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="OpenAI frontend options.")
-    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replica autoscaling.")
+    autoscaling: AutoscalingConfig = Field(
+        default_factory=AutoscalingConfig, description="Replica autoscaling."
+    )
     max_ongoing_requests: int = Field(
         512,
         gt=0,
@@ -164,7 +180,9 @@ class ModelConfig(StrictModel):
         default_factory=dict, description="Environment variables of the replica process (for example VLLM_*)."
     )
     health_check_period_s: float = Field(10, gt=0, description="Seconds between replica health checks.")
-    health_check_timeout_s: float = Field(30, gt=0, description="Seconds before a health check counts as failed.")
+    health_check_timeout_s: float = Field(
+        30, gt=0, description="Seconds before a health check counts as failed."
+    )
     graceful_shutdown_timeout_s: float = Field(
         30, ge=0, description="Seconds a stopping replica gets to finish its requests."
     )
@@ -179,7 +197,8 @@ class AppConfig(StrictModel):
 
     engine_path: Literal["direct", "ray_serve_llm"] = Field(
         "direct",
-        description="`direct`: vLLM's own OpenAI server runs inside the Serve replica, one hop from the proxy. "
+        description="`direct`: vLLM's own OpenAI server runs inside the Serve replica, one hop from the "
+        "proxy. "
         "`ray_serve_llm`: Ray Serve LLM's build_openai_app (router plus LLMServer deployments).",
     )
     models: list[ModelConfig] = Field(min_length=1, description="Models served behind one endpoint.")
