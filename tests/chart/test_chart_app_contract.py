@@ -1,0 +1,70 @@
+"""The chart's serveConfigV2 and the app's config model cannot drift: the rendered application args load into
+`rayvllm.config.AppConfig`, and the worker groups provide the Ray resources the app's replicas ask for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chart_support import CHART, RENDER_CASES, rayservice
+from rayvllm.app import build_app, deployment_options
+from rayvllm.capacity import load_values
+from rayvllm.config import AppConfig
+
+
+def serve_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(rayservice(objects)["spec"]["serveConfigV2"])
+
+
+@pytest.mark.parametrize("files", RENDER_CASES.values(), ids=RENDER_CASES.keys())
+def test_rendered_application_args_load_into_the_app_config(render, files: list[Path]) -> None:
+    config = serve_config(render(files))
+    (application,) = config["applications"]
+    assert application["import_path"] == "rayvllm.app:build_app"
+    assert application["route_prefix"] == "/"
+    module, _, name = application["import_path"].partition(":")
+    assert callable(build_app) and (module, name) == (build_app.__module__, build_app.__name__)
+    app_config = AppConfig.model_validate(application["args"])
+    # Verbatim: the args are `.Values.app` (values.yaml plus the overlays), nothing added, nothing lost.
+    assert application["args"] == load_values(CHART, files)["app"]
+    assert app_config.models
+
+
+@pytest.mark.parametrize("files", RENDER_CASES.values(), ids=RENDER_CASES.keys())
+def test_each_replica_asks_for_a_resource_that_its_worker_group_provides(render, files: list[Path]) -> None:
+    objects = render(files)
+    spec = rayservice(objects)["spec"]
+    app_config = AppConfig.model_validate(serve_config(objects)["applications"][0]["args"])
+    groups = spec["rayClusterConfig"]["workerGroupSpecs"]
+    provided = {
+        group["groupName"]: (
+            json.loads(group["rayStartParams"]["resources"].strip("'")),
+            int(group["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]),
+        )
+        for group in groups
+    }
+    for model in app_config.models:
+        options = deployment_options(model)
+        wanted = set(options["ray_actor_options"]["resources"])
+        matching = [name for name, (resources, _) in provided.items() if wanted <= set(resources)]
+        assert matching, f"{model.name} asks for {wanted}; the groups provide {provided}"
+        for name in matching:
+            assert model.gpus_per_replica <= provided[name][1], (
+                f"{model.name} needs more GPUs than {name} has"
+            )
+
+
+def test_head_runs_no_serve_replica(render) -> None:
+    head = rayservice(render([]))["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert head["rayStartParams"]["num-gpus"] == "0"
+
+
+def test_values_app_keys_are_app_config_fields() -> None:
+    """`.Values.app` uses the app's own names (snake_case, as vLLM and Ray Serve spell them)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["app"]) <= set(AppConfig.model_fields)
+    AppConfig.model_validate(values["app"])

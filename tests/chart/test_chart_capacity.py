@@ -1,0 +1,219 @@
+"""The capacity check, both sides: `rayvllm capacity` (app/src/rayvllm/capacity.py) and the chart's
+render-time check (templates/_capacity.tpl) give the same numbers, pass the shipped overlays and fail what
+cannot fit."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from chart_support import CHART, OVERLAYS, value_flags
+from rayvllm import capacity
+from rayvllm.cli import main as rayvllm_main
+from rayvllm.config import ModelSizing
+
+# Shapes from the models' config.json (the fields the check reads).
+LLAMA_3_1_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+QWEN_2_5_3B = {
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 2048,
+    "intermediate_size": 11008,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 36,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+}
+LLAMA_8B_SIZING = {
+    "parameters": 8.03e9,
+    "weight_bytes_per_param": 2,
+    "num_layers": 32,
+    "num_kv_heads": 8,
+    "head_dim": 128,
+    "kv_cache_bytes_per_value": 2,
+}
+
+
+def chart_values() -> dict:
+    return capacity.load_yaml((CHART / "values.yaml").read_text())
+
+
+def test_parameters_and_shapes_come_from_config_json() -> None:
+    sizing = capacity.sizing_from_hf_config(LLAMA_3_1_8B)
+    assert sizing.parameters == 8_030_261_248  # Llama-3.1-8B's published count
+    assert (sizing.num_layers, sizing.num_kv_heads, sizing.head_dim) == (32, 8, 128)
+    assert (sizing.weight_bytes_per_param, sizing.kv_cache_bytes_per_value) == (2, 2)
+
+
+def test_fp8_keeps_embeddings_in_bf16_and_halves_the_kv_cache() -> None:
+    sizing = capacity.sizing_from_hf_config(LLAMA_3_1_8B, quantization="fp8", kv_cache_dtype="fp8")
+    assert sizing.weight_bytes_per_param == pytest.approx(1.1309, abs=1e-4)
+    assert sizing.kv_cache_bytes_per_value == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[path.name for path in OVERLAYS])
+def test_overlay_sizing_hints_match_what_config_json_gives(overlay: Path) -> None:
+    """The hints in the shipped overlays are what `rayvllm capacity` prints for the model's config.json."""
+    model = capacity.load_values(CHART, [overlay])["app"]["models"][0]
+    engine = model["engine"]
+    derived = capacity.sizing_from_hf_config(
+        LLAMA_3_1_8B,
+        quantization=engine.get("quantization"),
+        kv_cache_dtype=engine.get("kv_cache_dtype", "auto"),
+    )
+    hints = ModelSizing.model_validate(model["sizing"])
+    assert hints.parameters == pytest.approx(derived.parameters, rel=0.001)
+    assert hints.weight_bytes_per_param == pytest.approx(derived.weight_bytes_per_param, rel=0.001)
+    assert hints.model_dump(exclude={"parameters", "weight_bytes_per_param"}) == derived.model_dump(
+        exclude={"parameters", "weight_bytes_per_param"}
+    )
+
+
+def test_default_sizing_hints_match_qwen_config_json() -> None:
+    hints = ModelSizing.model_validate(chart_values()["app"]["models"][0]["sizing"])
+    derived = capacity.sizing_from_hf_config(QWEN_2_5_3B)
+    assert hints.parameters == pytest.approx(derived.parameters, rel=0.005)  # plus Qwen's q/k/v biases
+    assert hints.model_dump(exclude={"parameters"}) == derived.model_dump(exclude={"parameters"})
+
+
+def test_gpu_table_and_overhead_are_the_charts() -> None:
+    values = chart_values()["capacity"]
+    assert values["gpuMemoryMiB"] == capacity.GPU_MEMORY_MIB
+    assert values["overheadMiB"] == capacity.DEFAULT_OVERHEAD_MIB
+
+
+def test_estimate_shards_weights_and_kv_heads_over_tensor_parallel_gpus() -> None:
+    sizing = ModelSizing.model_validate(LLAMA_8B_SIZING)
+    one = capacity.estimate(sizing, max_model_len=8192, gpu_memory_mib=81920, tensor_parallel_size=1)
+    two = capacity.estimate(sizing, max_model_len=8192, gpu_memory_mib=81920, tensor_parallel_size=2)
+    assert two.weights == one.weights / 2 and two.kv_per_token == one.kv_per_token / 2
+    assert one.kv_per_token == 2 * 32 * 8 * 128 * 2
+    # Fewer KV heads than GPUs: each GPU still holds one.
+    sixteen = capacity.estimate(sizing, max_model_len=8192, gpu_memory_mib=81920, tensor_parallel_size=16)
+    assert sixteen.kv_per_token == 2 * 32 * 1 * 128 * 2
+
+
+def write_config(tmp_path: Path, config: dict) -> Path:
+    model_dir = tmp_path / "Llama-3.1-8B-Instruct"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(config))
+    return model_dir
+
+
+def test_cli_says_fits_from_a_model_directory(tmp_path: Path, capsys) -> None:
+    model_dir = write_config(tmp_path, LLAMA_3_1_8B)
+    status = rayvllm_main(["capacity", str(model_dir), "--gpu", "A100-80G", "--max-model-len", "131072"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "Llama-3.1-8B-Instruct: fits on A100-80G (81920 MiB)" in out
+    assert "parameters: 8.03026e+09" in out and "num_kv_heads: 8" in out
+
+
+def test_cli_says_does_not_fit_and_how_long_a_context_would(tmp_path: Path, capsys) -> None:
+    model_dir = write_config(tmp_path, LLAMA_3_1_8B)
+    status = rayvllm_main(
+        ["capacity", str(model_dir / "config.json"), "--gpu", "L4", "--max-model-len", "131072"]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "DOES NOT FIT on L4" in out
+    assert re.search(r"max_model_len that fits: \d+", out)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[path.name for path in OVERLAYS])
+def test_cli_passes_the_shipped_overlays(overlay: Path, capsys) -> None:
+    assert rayvllm_main(["capacity", "--chart", str(CHART), "--values", str(overlay)]) == 0
+    assert "fits on" in capsys.readouterr().out
+
+
+# Both sides of the boundary, on the chart's default L4 worker group.
+CASES = {
+    "8B bf16 at 128k does not fit an L4": (LLAMA_8B_SIZING, 131072, 1),
+    "8B bf16 at 16k fits an L4": (LLAMA_8B_SIZING, 16384, 1),
+    "8B bf16 at 128k fits two L4s": (LLAMA_8B_SIZING, 131072, 2),
+    "8B fp8 with an fp8 KV cache at 128k fits an L4": (
+        {**LLAMA_8B_SIZING, "weight_bytes_per_param": 1.1309, "kv_cache_bytes_per_value": 1},
+        131072,
+        1,
+    ),
+    "70B AWQ does not fit an L4": (
+        {
+            "parameters": 70.6e9,
+            "weight_bytes_per_param": 0.56,
+            "num_layers": 80,
+            "num_kv_heads": 8,
+            "head_dim": 128,
+            "kv_cache_bytes_per_value": 2,
+        },
+        8192,
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("sizing, max_model_len, gpus", CASES.values(), ids=CASES.keys())
+def test_chart_and_cli_agree(tmp_path: Path, run_tool, sizing: dict, max_model_len: int, gpus: int) -> None:
+    model = {
+        "name": "m",
+        "engine": {"model": "m", "max_model_len": max_model_len, "tensor_parallel_size": gpus},
+        "accelerator_type": "L4",
+        "sizing": sizing,
+    }
+    values = tmp_path / "values.yaml"
+    group = {**chart_values()["workerGroups"][0]}
+    group["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+    values.write_text(yaml.safe_dump({"app": {"models": [model]}, "workerGroups": [group]}))
+
+    expected = capacity.estimate(
+        ModelSizing.model_validate(sizing),
+        max_model_len=max_model_len,
+        gpu_memory_mib=capacity.GPU_MEMORY_MIB["L4"],
+        gpu_memory_utilization=capacity.DEFAULT_GPU_MEMORY_UTILIZATION,
+        tensor_parallel_size=gpus,
+    )
+    result = run_tool(
+        "helm", "install", "llm", CHART, "--dry-run=client", *value_flags([values]), check=False
+    )
+    if expected.fits:
+        assert result.returncode == 0, result.stderr
+        notes = re.search(
+            r"per GPU: weights (\d+) MiB \+ KV cache (\d+) MiB \+ overhead (\d+) MiB of (\d+) MiB; "
+            r"KV room for ([\d.]+) full-length sequences",
+            result.stdout,
+        )
+        assert notes, result.stdout
+        weights, kv_cache, overhead, budget = (int(x) for x in notes.groups()[:4])
+        assert float(notes.group(5)) == pytest.approx(round(expected.sequences, 1))
+    else:
+        assert result.returncode != 0
+        failure = re.search(
+            r"does not fit one L4: it needs (\d+) MiB per GPU \(weights (\d+) \+ KV cache (\d+) for "
+            r"engine.max_model_len \d+ \+ overhead (\d+)\), but .* gives (\d+) MiB. "
+            r"Lower engine.max_model_len to at most (\d+)",
+            result.stderr,
+        )
+        assert failure, result.stderr
+        need, weights, kv_cache, overhead, budget, longest = (int(x) for x in failure.groups())
+        assert need == round(expected.need / capacity.MIB)
+        assert longest == expected.longest_fitting_len
+    mib = capacity.MIB
+    assert (weights, kv_cache, overhead, budget) == (
+        round(expected.weights / mib),
+        round(expected.kv_cache / mib),
+        round(expected.overhead / mib),
+        round(expected.budget / mib),
+    )
