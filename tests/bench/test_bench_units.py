@@ -8,6 +8,7 @@ import pytest
 from rayvllm.bench import compare, report
 from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed
 from rayvllm.bench.metrics import RequestResult, distribution_ms, summarize
+from rayvllm.bench.presets import PRESETS
 from rayvllm.bench.servers import plan, vllm_cli_args
 
 
@@ -73,6 +74,14 @@ def test_summary_says_where_token_counts_came_from() -> None:
         summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"]
         == "chunks"
     )
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_scenario_matches_itself_after_a_json_round_trip(name) -> None:
+    # compare mode merges per-server files of earlier phases only when their scenario equals this one
+    described = PRESETS[name].describe()
+    assert json.loads(json.dumps(described)) == described
+    assert "step_estimate_s" not in described
 
 
 def test_load_parses_prompts_at_concurrency() -> None:
@@ -213,14 +222,14 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
             "runs": runs,
             "error": None,
             "log_tail": "ok",
+            "environment": {"hostname": "h", "gpus": []},
         }
         report.write_json(results / f"{name}.json", {**key, **record})
     stale = {"scenario": {**scenario, "warmup": 8}, "model_dir": "/m", "runs": []}
-    report.write_json(
-        results / "ray_serve_llm.json", stale
-    )  # an earlier run with other settings
+    # an earlier run with other settings, which the bundle must leave out
+    report.write_json(results / "ray_serve_llm.json", stale)
     out = tmp_path / "out"
-    compare.write_bundle(out, key, results, tmp_path)
+    compare.write_bundle(out, key, results)
     bundle = json.loads((out / "compare.json").read_text())
     assert list(bundle["servers"]) == [
         "vllm",

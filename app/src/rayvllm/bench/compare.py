@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rayvllm.bench import report
-from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed, run_loads
+from rayvllm.bench.loadgen import DeadlineExceeded, Load, Target, make_prompts, prompts_needed, run_loads
 from rayvllm.bench.presets import PRESETS, Scenario
-from rayvllm.bench.servers import SERVER_NAMES, Server, ServerError, plan
+from rayvllm.bench.servers import SERVER_NAMES, Server, ServerError, plan, stop_leftover
 
 BASELINE = "vllm"
 LOG_TAIL_LINES = 120
@@ -49,9 +51,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", action="append", type=Load.parse, help="N@C; replaces the preset's loads")
     parser.add_argument("--warmup", type=int, help="warm-up requests per server (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        help="wall-clock budget of this call: steps that would not fit are skipped, a step that overruns "
+        "is stopped (default: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (a timeout, a cancelled job) takes the Ctrl-C path, so the server under test is stopped.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _compare(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _compare(args: argparse.Namespace) -> int:
     scenario = PRESETS[args.preset]
     if args.load:
         scenario = dataclasses.replace(scenario, loads=tuple(args.load))
@@ -67,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.fresh:
         for old in results_dir.glob("*.json"):
             old.unlink()
+    deadline = None if args.time_budget_s is None else time.monotonic() + args.time_budget_s
+    # A server that outlived a killed earlier call would hold the port and the GPU: stop it by its PID.
+    for pidfile in (work / "pids").glob("*.json"):
+        stop_leftover(pidfile)
     model_dir = Path(args.model_dir).resolve() if args.model_dir else scenario.prepare_model(work / "model")
     key = {"scenario": scenario.describe(), "model_dir": str(model_dir)}
 
@@ -81,21 +102,47 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     for name in servers:
-        record = bench_server(name, scenario, str(model_dir), prompts, args.port, work)
+        if not _time_for(name, scenario.step_estimate_s.get(name, 0), deadline):
+            failures += 1
+            continue
+        record = bench_server(name, scenario, str(model_dir), prompts, args.port, work, deadline)
         failures += bool(record["error"]) + sum(run["failed"] for run in record["runs"])
         report.write_json(results_dir / f"{name}.json", {**key, **record})
-        write_bundle(args.out, key, results_dir, work)
-    if args.hf:
-        record = hf_baseline(scenario, model_dir, work)
+        write_bundle(args.out, key, results_dir)
+    if args.hf and _time_for("hf", scenario.step_estimate_s.get("hf", 0), deadline):
+        record = hf_baseline(scenario, model_dir, work, deadline)
         failures += bool(record["error"])
         report.write_json(results_dir / "hf.json", {**key, **record})
-    write_bundle(args.out, key, results_dir, work)
+    elif args.hf:
+        failures += 1
+    write_bundle(args.out, key, results_dir)
     print(f"compare: wrote {args.out}/compare.json and compare.md", file=sys.stderr)
     return 1 if failures else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _time_for(step: str, estimate_s: float, deadline: float | None) -> bool:
+    if deadline is None or deadline - time.monotonic() >= estimate_s:
+        return True
+    print(
+        f"compare: skipping {step}: it takes about {estimate_s:.0f}s and "
+        f"{max(0.0, deadline - time.monotonic()):.0f}s of the time budget are left; run it in another call",
+        file=sys.stderr,
+    )
+    return False
+
+
 def bench_server(
-    name: str, scenario: Scenario, model_dir: str, prompts: list[Any], port: int, work: Path
+    name: str,
+    scenario: Scenario,
+    model_dir: str,
+    prompts: list[Any],
+    port: int,
+    work: Path,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     spec = plan(
         name,
@@ -109,7 +156,9 @@ def bench_server(
         ray_num_cpus=scenario.ray_num_cpus,
         ray_dashboard=scenario.ray_dashboard,
     )
-    server = Server(spec, port=port, log_path=work / "logs" / f"{name}.log")
+    server = Server(
+        spec, port=port, log_path=work / "logs" / f"{name}.log", pidfile=work / "pids" / f"{name}.json"
+    )
     record: dict[str, Any] = {
         "server": name,
         "command": spec.command,
@@ -121,11 +170,18 @@ def bench_server(
     print(f"compare: starting {name}: {' '.join(spec.command)}", file=sys.stderr, flush=True)
     try:
         server.start()
-        record["ready_s"] = server.wait_ready(scenario.model_name, scenario.ready_timeout_s)
+        timeout = scenario.ready_timeout_s
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        record["ready_s"] = server.wait_ready(scenario.model_name, timeout)
         print(f"compare: {name} ready after {record['ready_s']}s", file=sys.stderr, flush=True)
         target = Target(server.base_url, scenario.model_name, output_len=scenario.output_len)
-        record["runs"] = run_loads(target, list(scenario.loads), prompts, warmup=scenario.warmup, label=name)
-    except ServerError as exc:
+        loads = list(scenario.loads)
+        for summary in run_loads(
+            target, loads, prompts, warmup=scenario.warmup, label=name, deadline=deadline
+        ):
+            record["runs"].append(summary)
+    except (ServerError, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
     finally:
@@ -134,7 +190,9 @@ def bench_server(
     return record
 
 
-def hf_baseline(scenario: Scenario, model_dir: Path, work: Path) -> dict[str, Any]:
+def hf_baseline(
+    scenario: Scenario, model_dir: Path, work: Path, deadline: float | None = None
+) -> dict[str, Any]:
     """transformers `generate` in its own process, so its memory is returned when it ends."""
     out = work / "hf-result.json"
     out.unlink(missing_ok=True)
@@ -148,11 +206,16 @@ def hf_baseline(scenario: Scenario, model_dir: Path, work: Path) -> dict[str, An
     print(f"compare: transformers generate: {' '.join(command)}", file=sys.stderr, flush=True)
     log = work / "logs" / "hf.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
     with log.open("wb") as sink:
-        code = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False).returncode
+        try:
+            code = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            error = None if code == 0 and out.is_file() else f"exit code {code}"
+        except subprocess.TimeoutExpired:
+            error = "killed: the time budget ran out"
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
-    if code != 0 or not out.is_file():
-        return {"command": command, "result": None, "error": f"exit code {code}", "log_tail": tail}
+    if error:
+        return {"command": command, "result": None, "error": error, "log_tail": tail}
     return {"command": command, "result": json.loads(out.read_text()), "error": None, "log_tail": tail}
 
 
@@ -228,7 +291,7 @@ def targets(ratio_table: dict[str, Any], loads: list[str]) -> list[dict[str, Any
     return rows
 
 
-def write_bundle(out: Path, key: dict[str, Any], results_dir: Path, work: Path) -> None:
+def write_bundle(out: Path, key: dict[str, Any], results_dir: Path) -> None:
     servers, hf = load_results(key, results_dir)
     table = ratios(servers)
     loads = key["scenario"]["loads"]
@@ -271,6 +334,12 @@ def markdown(bundle: dict[str, Any]) -> str:
         "",
     ]
     servers, table = bundle["servers"], bundle["ratios_vs_bare_vllm"]
+    machines = {(r["environment"].get("hostname"), tuple(r["environment"]["gpus"])) for r in servers.values()}
+    if len(machines) > 1:
+        lines += [
+            "**Warning: these servers ran on different machines; their ratios are not comparable.**",
+            "",
+        ]
     for load in scenario["loads"]:
         lines += [
             f"## {load} (prompts@concurrency)",

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         request_timeout_s=args.timeout,
     )
-    runs = run_loads(target, loads, prompts, warmup=args.warmup, label=args.label)
+    runs = list(run_loads(target, loads, prompts, warmup=args.warmup, label=args.label))
     result = {
         "tool": "rayvllm bench run",
         "base_url": args.base_url,

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,12 +201,19 @@ async def _stream_one(session: Any, target: Target, prompt: list[int] | str) -> 
     return result
 
 
+class DeadlineExceeded(RuntimeError):
+    """The time budget ran out in the middle of a load."""
+
+
 async def _run(
-    target: Target, prompts: list[Any], concurrency: int, label: str
+    target: Target, prompts: list[Any], concurrency: int, label: str, deadline: float | None
 ) -> tuple[list[RequestResult], float]:
     import aiohttp
     from tqdm import tqdm
 
+    time_left = None if deadline is None else deadline - time.monotonic()
+    if time_left is not None and time_left <= 0:
+        raise DeadlineExceeded(f"{label}: no time left")
     connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300)
     timeout = aiohttp.ClientTimeout(total=target.request_timeout_s)
     semaphore = asyncio.Semaphore(concurrency)
@@ -221,19 +229,22 @@ async def _run(
             return result
 
         start = time.perf_counter()
-        results = await asyncio.gather(*(one(p) for p in prompts))
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*(one(p) for p in prompts)), time_left)
+        except TimeoutError:
+            raise DeadlineExceeded(f"{label}: the time budget ran out during the load") from None
+        finally:
+            bar.close()
         duration = time.perf_counter() - start
-    bar.close()
     return list(results), duration
 
 
 def _asyncio_run(coro: Any) -> Any:
     try:
         import uvloop  # vLLM's dependency: a faster loop keeps the client off the critical path
-
-        return uvloop.run(coro)
     except ImportError:
         return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def prompts_needed(loads: list[Load], warmup: int) -> int:
@@ -241,26 +252,31 @@ def prompts_needed(loads: list[Load], warmup: int) -> int:
 
 
 def run_loads(
-    target: Target, loads: list[Load], prompts: list[Any], *, warmup: int = 0, label: str = ""
-) -> list[dict[str, Any]]:
-    """Run each load in turn and return their summaries.
+    target: Target,
+    loads: list[Load],
+    prompts: list[Any],
+    *,
+    warmup: int = 0,
+    label: str = "",
+    deadline: float | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Run each load in turn, yielding its summary as soon as it is done.
 
     Every request gets its own prompt (warm-up included), so no load hits the prefix cache that an
-    earlier one filled.
+    earlier one filled. Past `deadline` (time.monotonic()), raises DeadlineExceeded.
     """
     if len(prompts) < prompts_needed(loads, warmup):
         raise ValueError(f"{len(prompts)} prompts for {prompts_needed(loads, warmup)} requests")
     if warmup:
-        _asyncio_run(_run(target, prompts[:warmup], warmup, f"{label} warm-up".strip()))
-    offset, summaries = warmup, []
+        _asyncio_run(_run(target, prompts[:warmup], warmup, f"{label} warm-up".strip(), deadline))
+    offset = warmup
     for load in loads:
         chosen = prompts[offset : offset + load.num_prompts]
         offset += load.num_prompts
-        results, duration = _asyncio_run(_run(target, chosen, load.concurrency, f"{label} {load}".strip()))
-        summaries.append(
-            summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
+        results, duration = _asyncio_run(
+            _run(target, chosen, load.concurrency, f"{label} {load}".strip(), deadline)
         )
-    return summaries
+        yield summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
 
 
 def default_api_key() -> str | None:

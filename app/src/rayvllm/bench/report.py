@@ -47,6 +47,9 @@ def environment() -> dict[str, Any]:
         "gpus": gpu_csv.splitlines()[1:] if gpu_csv else [],
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        # Other work on the machine skews a comparison; this shows how busy it was.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "hostname": platform.node(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,

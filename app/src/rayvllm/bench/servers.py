@@ -162,10 +162,11 @@ def wait_port_free(port: int, timeout_s: float = 60) -> None:
 class Server:
     """One started server: its process, its log, readiness and shutdown."""
 
-    def __init__(self, spec: ServerPlan, *, port: int, log_path: Path):
+    def __init__(self, spec: ServerPlan, *, port: int, log_path: Path, pidfile: Path | None = None):
         self.spec = spec
         self.port = port
         self.log_path = log_path
+        self.pidfile = pidfile
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -192,6 +193,13 @@ class Server:
             start_new_session=True,
         )
         log.close()  # the child holds its own descriptor
+        if self.pidfile:
+            import psutil
+
+            created = psutil.Process(self.process.pid).create_time()
+            record = {"pid": self.process.pid, "create_time": created, "command": self.spec.command}
+            self.pidfile.parent.mkdir(parents=True, exist_ok=True)
+            self.pidfile.write_text(json.dumps(record))
 
     def wait_ready(self, model: str, timeout_s: float) -> float:
         """Seconds from the start until a one-token completion succeeds."""
@@ -219,29 +227,12 @@ class Server:
 
     def stop(self, grace_s: float = 30) -> None:
         """SIGINT to our PID (graceful for vLLM and Ray drivers), then SIGTERM and SIGKILL to what is left."""
-        import psutil
-
         if self.process is None:
             return
-        try:
-            family = [psutil.Process(self.process.pid)]
-            family += family[0].children(recursive=True)
-        except psutil.NoSuchProcess:
-            family = []
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(grace_s)
-        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-            alive = [p for p in family if _alive(p)]
-            if not alive:
-                break
-            for proc in alive:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    proc.send_signal(sig)
-            psutil.wait_procs(alive, timeout=wait_s)
-        if self.process.poll() is None:
-            self.process.wait(10)
+            _stop_family(self.process.pid, grace_s, wait=self.process.wait)
+        if self.pidfile:
+            self.pidfile.unlink(missing_ok=True)
         wait_port_free(self.port)
 
     def log_tail(self, lines: int) -> str:
@@ -250,6 +241,49 @@ class Server:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_leftover(pidfile: Path) -> None:
+    """Stop a server that an interrupted earlier run started, if that very process is still alive."""
+    import psutil
+
+    record = json.loads(pidfile.read_text())
+    try:
+        same = psutil.Process(record["pid"]).create_time() == record["create_time"]
+    except psutil.NoSuchProcess:
+        same = False
+    if same:
+        print(
+            f"stopping a leftover server, PID {record['pid']}: {' '.join(record['command'])}", file=sys.stderr
+        )
+        _stop_family(
+            record["pid"], grace_s=30, wait=lambda timeout: psutil.Process(record["pid"]).wait(timeout)
+        )
+    pidfile.unlink()
+
+
+def _stop_family(pid: int, grace_s: float, wait: Any) -> None:
+    """SIGINT to `pid`; after `grace_s`, SIGTERM then SIGKILL to it and every process descended from it."""
+    import psutil
+
+    try:
+        family = [psutil.Process(pid)]
+        family += family[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    family[0].send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired, psutil.TimeoutExpired):
+        wait(grace_s)
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        alive = [p for p in family if _alive(p)]
+        if not alive:
+            break
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+        psutil.wait_procs(alive, timeout=wait_s)
+    with contextlib.suppress(subprocess.TimeoutExpired, psutil.TimeoutExpired):
+        wait(10)  # reap our own child, so it is not left a zombie
 
 
 def _alive(proc: Any) -> bool:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU comparison of docs/benchmarks.md on the offline GPU host: bare `vllm serve`, rayvllm and Ray Serve
+# LLM's build_openai_app, one after the other on one GPU with the same engine args (Llama-3.1-8B shape,
+# dummy weights, bf16, max_model_len 4096; 512 in / 256 out, ignore_eos; 1000@256 then 20@1), then
+# transformers `generate` at batch 1, 16 and 64.
+#
+# Needs the pinned stack importable: run `source host-setup.sh /tmp/parts` (../shared/gpu) first in the same
+# shell. The repo needs no install: app/src goes on PYTHONPATH here.
+#
+#   bash bench/gpu-compare.sh [STEP...]     STEP: vllm rayvllm ray_serve_llm hf (default: all four, in order)
+#
+# All four take about 15 minutes on an H100 with cold caches: more than one 10-minute device call. So
+# results accumulate in $BENCH_STATE (default /tmp/rayvllm-bench), each call rewrites the whole bundle, and
+# a step that would not fit in $BENCH_TIME_BUDGET_S (default 540 s) is skipped, to be run in the next call
+# on the same warm machine (the engine-compile caches in ~/.cache carry over):
+#   FRESH=1 bash bench/gpu-compare.sh vllm hf          # ~7.5 min: the cold compile is here
+#   bash bench/gpu-compare.sh rayvllm ray_serve_llm    # ~8.5 min
+# A server left running by a killed call is stopped, by its recorded PID, when the next call starts.
+#
+# Writes into $OUT (default out/gpu-compare), five files: compare.json (everything, raw: per-server runs,
+# commands, ready times, GPU name and versions), compare.md (tables, ratios vs bare vLLM, targets),
+# latency.png, throughput.png and server-logs.txt (the tail of each server's log).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$root/out/gpu-compare}
+state=${BENCH_STATE:-/tmp/rayvllm-bench}
+python=${PYTHON:-python3}
+export PYTHONPATH="$root/app/src${PYTHONPATH:+:$PYTHONPATH}"
+# HAProxy ingress, where enabled, needs maxconn under the host's FD limit of 20,000.
+export RAY_SERVE_HAPROXY_MAXCONN=${RAY_SERVE_HAPROXY_MAXCONN:-4000}
+
+steps=("$@")
+[[ ${#steps[@]} -gt 0 ]] || steps=(vllm rayvllm ray_serve_llm hf)
+servers=()
+hf=--no-hf
+for step in "${steps[@]}"; do
+  case $step in
+    vllm | rayvllm | ray_serve_llm) servers+=("$step") ;;
+    hf) hf=--hf ;;
+    *) echo "gpu-compare: unknown step '$step' (vllm, rayvllm, ray_serve_llm, hf)" >&2 && exit 2 ;;
+  esac
+done
+
+if ! "$python" -c 'import vllm, ray.serve.llm, rayvllm.bench' 2>/dev/null; then
+  echo "gpu-compare: vLLM, Ray or rayvllm is not importable; source host-setup.sh first" >&2
+  exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+
+args=(--preset gpu --servers "$(IFS=,; echo "${servers[*]}")" "$hf" --out "$out" --work-dir "$state"
+  --time-budget-s "${BENCH_TIME_BUDGET_S:-540}")
+[[ -z ${FRESH:-} ]] || args+=(--fresh)
+exec "$python" -m rayvllm.bench compare "${args[@]}"
