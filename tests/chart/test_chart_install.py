@@ -14,4 +14,4 @@ def test_helm_install_dry_run_succeeds(run_tool, files: list[Path]) -> None:
         "helm", "install", RELEASE, CHART, "--namespace", NAMESPACE, "--dry-run=client", *value_flags(files)
     )
     assert "STATUS: pending-install" in result.stdout
-    assert f"port-forward svc/{RELEASE}-rayvllm-serve" in result.stdout
+    assert f"port-forward svc/{RELEASE}-rayvllm-serve-svc" in result.stdout

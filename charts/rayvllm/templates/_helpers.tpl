@@ -91,5 +91,5 @@ rayvllm.serve.serviceName: the Service in front of Ray Serve's HTTP proxies (Ray
 Usage: {{ include "rayvllm.serve.serviceName" . }}
 */}}
 {{- define "rayvllm.serve.serviceName" -}}
-{{- printf "%s-serve" (include "rayvllm.common.fullname" .) }}
+{{- printf "%s-serve-svc" (include "rayvllm.common.fullname" .) }}
 {{- end }}
