@@ -11,7 +11,7 @@ export HELM_PLUGINS := $(BIN)/helm-plugins
 # Caches that outlive a clone, so a second clone or CI rerun on the same machine reuses them.
 export RAYVLLM_CACHE ?= $(HOME)/.cache/rayvllm
 
-.PHONY: help setup setup-python setup-tools serve test lint format bench
+.PHONY: help setup setup-python setup-tools serve test lint format docs bench
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,6 +39,10 @@ lint: setup ## ruff, mypy and helm lint
 format: setup-python ## apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff check --config app/pyproject.toml --fix app/src tests
 	@$(VENV)/bin/ruff format --config app/pyproject.toml app/src tests
+
+docs: setup ## regenerate the chart README (helm-docs) and the app part of values.schema.json
+	@tools/chart-docs.sh
+	@tools/sync-dashboards.sh
 
 bench: setup-python ## benchmark an OpenAI-compatible endpoint (see docs/benchmarks.md)
 	@$(PYTHON) -m rayvllm bench $(BENCH_ARGS)

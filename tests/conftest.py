@@ -145,10 +145,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The real local stack serving the tiny model; shared by every test that only needs *a* model."""
-    # llama3_json needs no special tokens, so the tiny tokenizer can exercise vLLM's tool calling.
+    # The tiny tokenizer carries llama3_json's <|python_tag|>, so vLLM's tool calling can be exercised.
     config = tiny_config(
         tiny_model_dir, openai={"enable_auto_tool_choice": True, "tool_call_parser": "llama3_json"}
     )
+    # Random weights would pad JSON with whitespace until max_tokens; compact JSON keeps the
+    # structured-output and tool-call tests deterministic.
+    config["models"][0]["engine"]["extra_args"] = {
+        "structured_outputs_config": {"disable_any_whitespace": True}
+    }
     stack = start_stack(config, tmp_path_factory.mktemp("logs") / "tiny-stack.log")
     yield stack
     leftovers = stop_stack(stack)

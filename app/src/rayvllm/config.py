@@ -2,7 +2,7 @@
 
 The chart renders `.Values.app` into serveConfigV2's `applications[].args` with `toYaml`, so every key
 here is a values key too, with the same snake_case name (vLLM's and Ray Serve's own spelling).
-`tests/test_chart_app_contract.py` loads the rendered args into `AppConfig`, so the two cannot drift.
+`tests/chart/test_chart_app_contract.py` loads the rendered args into `AppConfig`, so the two cannot drift.
 """
 
 from __future__ import annotations
