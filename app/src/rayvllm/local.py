@@ -102,7 +102,7 @@ def default_config(model: str | None, max_model_len: int, engine_path: str = "di
         enforce_eager=not gpu,
     )
     return AppConfig(
-        engine_path=engine_path,  # type: ignore[arg-type]
+        engine_path=engine_path,
         models=[
             ModelConfig(
                 name=name,

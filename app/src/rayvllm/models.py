@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SMOLLM2_NAME = "SmolLM2-135M-Instruct"
@@ -46,7 +47,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     # save_pretrained refuses a model that still looks GGUF-quantized; its weights are dequantized already.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
@@ -105,10 +106,11 @@ def _write_tiny_llama(out: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    model = LlamaForCausalLM(config).bfloat16()
+    model.save_pretrained(out)
 
 
-def _atomic_write_dir(target: Path, write) -> None:  # type: ignore[no-untyped-def]
+def _atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
     """Write into a temporary sibling and rename, so an interrupted run never leaves half a model."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

@@ -76,7 +76,10 @@ def _check_tool_parser(args: argparse.Namespace, tokenizer: Any) -> None:
 class VLLMServer:
     """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.app.build_app`."""
 
-    async def __init__(self, model: dict[str, Any], start_engine: EngineStarter = start_vllm) -> None:
+    # Serve awaits an async constructor; mypy insists __init__ returns None.
+    async def __init__(  # type: ignore[misc]
+        self, model: dict[str, Any], start_engine: EngineStarter = start_vllm
+    ) -> None:
         self._model = ModelConfig.model_validate(model)
         logger.info("starting vLLM for model %s", self._model.name)
         self._engine, self._asgi_app = await start_engine(serve_namespace(self._model))
