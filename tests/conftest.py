@@ -152,7 +152,7 @@ def tiny_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     # Random weights would pad JSON with whitespace until max_tokens; compact JSON keeps the
     # structured-output and tool-call tests deterministic.
     config["models"][0]["engine"]["extra_args"] = {
-        "structured_outputs_config": {"disable_any_whitespace": True}
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}
     }
     stack = start_stack(config, tmp_path_factory.mktemp("logs") / "tiny-stack.log")
     yield stack
