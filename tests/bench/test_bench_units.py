@@ -156,6 +156,7 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
     }  # a fresh Ray cluster, never a running one
     theirs = plan(
         "ray_serve_llm",
+        num_gpus=0,
         config_path=tmp_path / "s.yaml",
         ray_num_cpus=8,
         ray_dashboard=False,
@@ -165,6 +166,7 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1])
         == engine
     )
+    assert {"--cpu-only", "--no-dashboard"} <= set(theirs.command)
     with pytest.raises(ValueError, match="unknown server"):
         plan("tgi", config_path=tmp_path / "t.yaml", **common)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -180,6 +181,8 @@ def bench_server(
         for summary in run_loads(
             target, loads, prompts, warmup=scenario.warmup, label=name, deadline=deadline
         ):
+            # Other work on the machine skews a comparison: keep how busy it was right after the load.
+            summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
             record["runs"].append(summary)
     except (ServerError, DeadlineExceeded) as exc:
         record["error"] = str(exc)
@@ -335,7 +338,7 @@ def markdown(bundle: dict[str, Any]) -> str:
     ]
     servers, table = bundle["servers"], bundle["ratios_vs_bare_vllm"]
     machines = {(r["environment"].get("hostname"), tuple(r["environment"]["gpus"])) for r in servers.values()}
-    if len(machines) > 1:
+    if len({machine for machine in machines if machine[0]}) > 1:
         lines += [
             "**Warning: these servers ran on different machines; their ratios are not comparable.**",
             "",
@@ -393,9 +396,11 @@ def markdown(bundle: dict[str, Any]) -> str:
         lines.append("")
     elif hf:
         lines += [f"transformers `generate` failed: {hf['error']}", ""]
-    lines += ["## Servers", "", "| server | ready after (s) | command |", "|---|---|---|"]
+    lines += ["## Servers", "", "| server | ready after (s) | load average at start | command |"]
+    lines.append("|---|---|---|---|")
     for name, record in servers.items():
-        lines.append(f"| {name} | {record['ready_s']} | `{' '.join(record['command'])}` |")
+        load = record["environment"].get("load_average_1m", "n/a")
+        lines.append(f"| {name} | {record['ready_s']} | {load} | `{' '.join(record['command'])}` |")
     lines.append("")
     lines.append(
         "Ready times are start to first served token, in run order: the first server also fills the "

