@@ -3,7 +3,7 @@
 # random Llama, one after the other on this machine with the same engine args, then transformers generate.
 # The bundle (compare.json, compare.md, latency.png, throughput.png, server-logs.txt) goes to docs/bench/cpu/.
 #
-#   make setup-python && bash bench/cpu-compare.sh [compare options]     # 5-10 minutes on 2 cores
+#   make setup-python && bash bench/cpu-compare.sh [compare options]     # 10-25 minutes on 2 cores
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
