@@ -7,6 +7,7 @@ Everything it starts (the Ray cluster, Serve, the vLLM engine processes) stops o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -20,6 +21,8 @@ import yaml
 from rayvllm.config import AppConfig, AutoscalingConfig, EngineConfig, ModelConfig
 
 APP_NAME = "rayvllm"
+# Seconds the processes Ray started get to exit after ray.shutdown() before they are killed.
+STOP_GRACE_S = 15
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,14 +189,23 @@ class LocalStack:
             signal.pause()
 
     def _stop(self) -> None:
+        import psutil
         import ray
         from ray import serve
 
+        # Everything this process started (GCS, raylet, agents, workers, vLLM engine processes).
+        started = psutil.Process().children(recursive=True)
         if ray.is_initialized():
             try:
                 serve.shutdown()
             finally:
                 ray.shutdown()
+        # ray.shutdown() signals its processes but does not wait for all of them; no stray may outlive us.
+        _, alive = psutil.wait_procs(started, timeout=STOP_GRACE_S)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=STOP_GRACE_S)
 
 
 def _has_gpu() -> bool:
