@@ -44,5 +44,7 @@ docs: setup ## regenerate the chart README (helm-docs) and the app part of value
 	@tools/chart-docs.sh
 	@tools/sync-dashboards.sh
 
-bench: setup-python ## benchmark an OpenAI-compatible endpoint (see docs/benchmarks.md)
+# A quick run against `make serve`; see docs/benchmarks.md for the compare mode and the GPU scenario.
+BENCH_ARGS ?= run --base-url http://127.0.0.1:8000 --input-len 128 --output-len 64 --load 64@8 --load 8@1 --out out/bench
+bench: setup-python ## benchmark an OpenAI-compatible endpoint (default: `make serve`'s; BENCH_ARGS overrides)
 	@$(PYTHON) -m rayvllm bench $(BENCH_ARGS)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args)
-    # SIGTERM takes the same clean path as Ctrl-C.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    install_stop_handlers()
     started = time.monotonic()
     try:
         with LocalStack(
@@ -163,6 +163,7 @@ class LocalStack:
             # Let the engine find the local package and this venv's interpreter in every worker.
             runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         )
+        install_stop_handlers()  # ray.init replaced SIGTERM's handler with a bare sys.exit
         serve.start(http_options={"host": self.host, "port": self.port})
         serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
         self._wait_until_serving()
@@ -212,6 +213,17 @@ def _has_gpu() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def install_stop_handlers() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so every stop takes the same clean path.
+
+    SIGINT is set explicitly too: a process started from a non-interactive shell's background job
+    inherits SIGINT ignored, and Ctrl-C (or a test's SIGINT) would then do nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
