@@ -12,9 +12,7 @@ from rayvllm.bench.presets import PRESETS
 from rayvllm.bench.servers import plan, vllm_cli_args
 
 
-def request(
-    ttft: float, e2e: float, tokens: int, *, usage: bool = True
-) -> RequestResult:
+def request(ttft: float, e2e: float, tokens: int, *, usage: bool = True) -> RequestResult:
     gaps = [(e2e - ttft) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
     return RequestResult(
         prompt_tokens=10,
@@ -65,15 +63,9 @@ def test_summary_counts_failures_apart_and_throughput_over_wall_time() -> None:
 
 def test_summary_says_where_token_counts_came_from() -> None:
     mixed = [request(0.1, 1.1, 11), request(0.1, 1.1, 11, usage=False)]
-    assert (
-        summarize(mixed, 1, num_prompts=2, concurrency=1)["output_tokens_counted_from"]
-        == "mixed"
-    )
+    assert summarize(mixed, 1, num_prompts=2, concurrency=1)["output_tokens_counted_from"] == "mixed"
     chunks = [request(0.1, 1.1, 11, usage=False)]
-    assert (
-        summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"]
-        == "chunks"
-    )
+    assert summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"] == "chunks"
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -94,27 +86,17 @@ def test_load_parses_prompts_at_concurrency() -> None:
 
 
 def test_token_id_prompts_have_the_exact_length_and_are_reproducible() -> None:
-    prompts = make_prompts(
-        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
-    )
+    prompts = make_prompts(5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1)
     assert all(len(p) == 512 and all(100 <= t < 200 for t in p) for p in prompts)
-    assert prompts == make_prompts(
-        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
-    )
-    assert (
-        len({tuple(p) for p in prompts}) == 5
-    )  # no shared prefixes for the prefix cache to reuse
+    assert prompts == make_prompts(5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1)
+    assert len({tuple(p) for p in prompts}) == 5  # no shared prefixes for the prefix cache to reuse
 
 
 def test_request_body_asks_for_usage_and_sends_vllm_extensions_only_when_set() -> None:
     target = Target("http://h:1/", "m", output_len=7)
     body = target.payload([1, 2, 3])
     assert target.url == "http://h:1/v1/completions"
-    assert (
-        body["prompt"] == [1, 2, 3]
-        and body["max_tokens"] == 7
-        and body["ignore_eos"] is True
-    )
+    assert body["prompt"] == [1, 2, 3] and body["max_tokens"] == 7 and body["ignore_eos"] is True
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert "temperature" not in body
     chat = Target("http://h:1", "m", api="chat", ignore_eos=False)
@@ -143,9 +125,8 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         "env": {"A": "1"},
     }
     bare = plan("vllm", config_path=tmp_path / "x.yaml", **common)
-    assert (
-        "/models/m --served-model-name m --host 127.0.0.1 --port 8100 --dtype bfloat16"
-        in " ".join(bare.command)
+    assert "/models/m --served-model-name m --host 127.0.0.1 --port 8100 --dtype bfloat16" in " ".join(
+        bare.command
     )
     ours = plan("rayvllm", config_path=tmp_path / "r.yaml", num_gpus=0, **common)
     config = next(iter(ours.files.values()))
@@ -162,10 +143,7 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         ray_dashboard=False,
         **common,
     )
-    assert (
-        json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1])
-        == engine
-    )
+    assert json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1]) == engine
     assert {"--cpu-only", "--no-dashboard"} <= set(theirs.command)
     with pytest.raises(ValueError, match="unknown server"):
         plan("tgi", config_path=tmp_path / "t.yaml", **common)
@@ -183,9 +161,7 @@ def run_summary(concurrency: int, tok_s: float, ttft_ms: float, tpot_ms: float) 
 def test_ratios_and_targets_against_bare_vllm() -> None:
     servers = {
         "vllm": {"runs": [run_summary(256, 8000, 100, 20), run_summary(1, 150, 25, 6)]},
-        "rayvllm": {
-            "runs": [run_summary(256, 7900, 110, 20.5), run_summary(1, 148, 31, 6)]
-        },
+        "rayvllm": {"runs": [run_summary(256, 7900, 110, 20.5), run_summary(1, 148, 31, 6)]},
         "ray_serve_llm": {"runs": [run_summary(256, 3400, 200, 70)]},
     }
     table = compare.ratios(servers)
@@ -193,9 +169,7 @@ def test_ratios_and_targets_against_bare_vllm() -> None:
     assert table["rayvllm"]["10@1"]["ttft_p50_delta_ms"] == pytest.approx(6)
     assert table["ray_serve_llm"]["10@256"]["tpot_p50"] == pytest.approx(3.5)
     assert "10@1" not in table["ray_serve_llm"]
-    goals = {
-        row["metric"]: row["met"] for row in compare.targets(table, ["10@256", "10@1"])
-    }
+    goals = {row["metric"]: row["met"] for row in compare.targets(table, ["10@256", "10@1"])}
     assert goals == {
         "output tok/s vs bare vLLM": True,
         "TPOT p50 vs bare vLLM": True,
@@ -237,13 +211,10 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
         "vllm",
         "rayvllm",
     ]  # the other scenario's file is ignored
-    assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"][
-        "output_throughput"
-    ] == pytest.approx(0.99875, abs=1e-4)
-    assert (
-        bundle["environment"]["versions"]
-        and "nvidia_smi_query_gpu_name" in bundle["environment"]
+    assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"]["output_throughput"] == pytest.approx(
+        0.99875, abs=1e-4
     )
+    assert bundle["environment"]["versions"] and "nvidia_smi_query_gpu_name" in bundle["environment"]
     markdown = (out / "compare.md").read_text()
     assert "| rayvllm | 7,990.0 | 0.999 |" in markdown
     assert "==== rayvllm" in (out / "server-logs.txt").read_text()

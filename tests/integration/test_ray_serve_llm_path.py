@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Stack, start_stack, stop_stack, tiny_config
+from local_stack import Stack, start_stack, stop_stack, tiny_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

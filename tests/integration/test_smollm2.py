@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import Stack, start_stack, stop_stack
+from local_stack import Stack, start_stack, stop_stack
 from rayvllm.models import SMOLLM2_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

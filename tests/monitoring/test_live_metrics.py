@@ -13,7 +13,6 @@ loads the chart's rendered rules. Then:
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import threading
 import time
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
+from local_stack import free_port
 from monitoring_support import (
     NAMESPACE,
     PROMETHEUS_SERIES,
@@ -60,12 +60,6 @@ class LivePrometheus:
         body = response.json()
         assert body["status"] == "success", f"{expr}: {body}"
         return body["data"]["result"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(urls: list[str]) -> dict[str, set[str]]:

