@@ -4,7 +4,7 @@
 # dummy weights, bf16, max_model_len 4096; 512 in / 256 out, ignore_eos; 1000@256 then 20@1), then
 # transformers `generate` at batch 1, 16 and 64.
 #
-# Needs the pinned stack importable: run `source host-setup.sh /tmp/parts` (../shared/gpu) first in the same
+# Needs the pinned stack importable: run `source host-setup.sh /tmp/parts` (from the workspace's shared gpu recipe, not part of this repo) first in the same
 # shell. The repo needs no install: app/src goes on PYTHONPATH here.
 #
 #   bash bench/gpu-compare.sh [STEP...]     STEP: vllm rayvllm ray_serve_llm hf (default: all four, in order)
