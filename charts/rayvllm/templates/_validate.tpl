@@ -99,6 +99,11 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 {{- if and (eq $values.modelCache.type "hostPath") (not $values.modelCache.hostPath.path) }}
 - modelCache.hostPath.path: not set, but modelCache.type is hostPath.
 {{- end }}
+{{- range $pool := keys $values.monitoring.cost.gpuHourPrices | sortAlpha }}
+{{- if not (has $pool $groupNames) }}
+- monitoring.cost.gpuHourPrices.{{ $pool }}: names no worker group ({{ $groupNames | join ", " }}); its price would never be billed.
+{{- end }}
+{{- end }}
 {{- if and $values.httpRoute.enabled (not $values.httpRoute.parentRefs) }}
 - httpRoute.parentRefs: empty, but httpRoute.enabled is true; name the Gateway the route attaches to.
 {{- end }}
