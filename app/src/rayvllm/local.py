@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import yaml
@@ -100,7 +100,7 @@ def default_config(model: str | None, max_model_len: int, engine_path: str = "di
         model=source,
         max_model_len=max_model_len,
         max_num_seqs=256 if gpu else 64,
-        dtype="auto" if gpu else "bfloat16",
+        dtype="auto" if gpu else cpu_dtype(),
         # torch.compile costs minutes on a small CPU box; eager mode starts in seconds.
         enforce_eager=not gpu,
     )
@@ -207,6 +207,19 @@ class LocalStack:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+
+
+def cpu_dtype() -> Literal["bfloat16", "float32"]:
+    """bfloat16 where the CPU computes it natively; float32 elsewhere.
+
+    Without AVX512-BF16 or AMX, oneDNN cannot build a bf16 matmul, vLLM falls back to torch's emulated
+    bf16 linear, and decoding runs many times slower than in float32.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return "bfloat16"
+    flags = set(cpuinfo.read_text().split())
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def _has_gpu() -> bool:
