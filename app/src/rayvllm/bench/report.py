@@ -95,11 +95,7 @@ def plot(series: dict[str, list[dict[str, Any]]], out_dir: Path, title: str) -> 
         curves(ax, key, "p99", "--x", " p99")
         ax.set_title(f"{name} (ms)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{title}: latency vs concurrency")
-    fig.tight_layout()
-    latency = out_dir / "latency.png"
-    fig.savefig(latency, dpi=110)
-    plt.close(fig)
+    latency = save(fig, f"{title}: latency vs concurrency", out_dir / "latency.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     curves(axes[0], "output_throughput", None)
@@ -108,12 +104,19 @@ def plot(series: dict[str, list[dict[str, Any]]], out_dir: Path, title: str) -> 
     axes[1].set_title("requests/s")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.suptitle(f"{title}: throughput vs concurrency")
-    fig.tight_layout()
-    throughput = out_dir / "throughput.png"
-    fig.savefig(throughput, dpi=110)
-    plt.close(fig)
+    throughput = save(fig, f"{title}: throughput vs concurrency", out_dir / "throughput.png")
     return [latency, throughput]
+
+
+def save(fig: Any, title: str, path: Path) -> Path:
+    """Title, lay out, write and close one figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
