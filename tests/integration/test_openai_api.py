@@ -18,7 +18,7 @@ def test_chat_without_streaming(openai_client, tiny_stack) -> None:
         model=tiny_stack.model, messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0
     )
     assert response.choices[0].message.role == "assistant"
-    assert response.usage.completion_tokens == len(response.choices[0].logprobs or []) or response.usage
+    assert response.choices[0].message.content is not None
     assert 0 < response.usage.completion_tokens <= 8
 
 
