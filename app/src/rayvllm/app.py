@@ -21,7 +21,11 @@ def build_app(args: AppConfig) -> Application:
 
         return build_ray_serve_llm_app(config)
     (model,) = config.models
-    return _direct_deployment(model).bind(model.model_dump(mode="json"))
+    return _direct_deployment(model).bind(
+        model.model_dump(mode="json"),
+        config.auth.model_dump(mode="json"),
+        config.limits.model_dump(mode="json"),
+    )
 
 
 def deployment_name(model: ModelConfig) -> str:
@@ -48,7 +52,12 @@ def deployment_options(model: ModelConfig) -> dict[str, Any]:
     }
     if scaling.initial_replicas is not None:
         autoscaling_config["initial_replicas"] = scaling.initial_replicas
+    # Serve's own default (unlimited) unless set: it refuses None.
+    spread = (
+        {} if model.max_replicas_per_node is None else {"max_replicas_per_node": model.max_replicas_per_node}
+    )
     return {
+        **spread,
         "name": deployment_name(model),
         "ray_actor_options": actor_options,
         "autoscaling_config": autoscaling_config,

@@ -186,10 +186,52 @@ class ModelConfig(StrictModel):
     graceful_shutdown_timeout_s: float = Field(
         30, ge=0, description="Seconds a stopping replica gets to finish its requests."
     )
+    max_replicas_per_node: int | None = Field(
+        None,
+        ge=1,
+        description="Most replicas of this model on one Ray node (Serve's deployment option); 1 on spot "
+        "pools, so losing a node loses one replica. Unlimited if unset.",
+    )
 
     @property
     def gpus_per_replica(self) -> int:
         return self.engine.tensor_parallel_size if self.num_gpus is None else self.num_gpus
+
+
+class AuthConfig(StrictModel):
+    """API keys at the Serve ingress (the `direct` engine path). Off unless `api_keys_dir` is set."""
+
+    api_keys_dir: str | None = Field(
+        None,
+        description="Directory where every regular file is one API key: the file name is the key id (the "
+        "`key_id` label of the usage metrics), its stripped content the key. A Kubernetes Secret mounted "
+        "as a volume has this shape. Changes are picked up without a restart. When set, every route but "
+        "health needs `Authorization: Bearer <key>` (or `x-api-key`).",
+    )
+    reload_interval_s: float = Field(
+        5, gt=0, description="Seconds between checks of `api_keys_dir` for added, changed or removed keys."
+    )
+
+
+class LimitsConfig(StrictModel):
+    """Input limits each replica enforces before a request reaches vLLM (the `direct` engine path)."""
+
+    max_request_body_bytes: int | None = Field(
+        16 * 1024 * 1024, gt=0, description="Largest request body; larger ones get 413. Unlimited if unset."
+    )
+    max_tokens_cap: int | None = Field(
+        None,
+        gt=0,
+        description="Largest `max_tokens` / `max_completion_tokens` a request may ask for; larger ones get "
+        "400 naming the cap. Unlimited (up to the context length) if unset.",
+    )
+    max_concurrent_requests: int | None = Field(
+        None,
+        gt=0,
+        description="Requests one replica serves at once; more get 429 with `Retry-After`, so clients back "
+        "off instead of queueing. Unbounded if unset (Serve's `max_ongoing_requests` still queues).",
+    )
+    retry_after_s: int = Field(1, ge=0, description="`Retry-After` seconds sent with a 429.")
 
 
 class AppConfig(StrictModel):
@@ -202,6 +244,8 @@ class AppConfig(StrictModel):
         "`ray_serve_llm`: Ray Serve LLM's build_openai_app (router plus LLMServer deployments).",
     )
     models: list[ModelConfig] = Field(min_length=1, description="Models served behind one endpoint.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and per-key metering.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits per replica.")
 
     @model_validator(mode="after")
     def _models_supported(self) -> AppConfig:
@@ -213,4 +257,6 @@ class AppConfig(StrictModel):
                 "engine_path 'direct' serves exactly one model per application; "
                 "use one application per model, or engine_path 'ray_serve_llm'"
             )
+        if self.engine_path != "direct" and (self.auth.api_keys_dir or self.limits.model_fields_set):
+            raise ValueError("auth and limits are enforced on engine_path 'direct' only")
         return self

@@ -9,19 +9,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import yaml
 
-from rayvllm.config import AppConfig, AutoscalingConfig, EngineConfig, ModelConfig
+from rayvllm.auth import parse_key_list, read_key_dir, write_key_dir
+from rayvllm.config import AppConfig, AuthConfig, AutoscalingConfig, EngineConfig, ModelConfig
 
 APP_NAME = "rayvllm"
+API_KEYS_ENV = "RAYVLLM_API_KEYS"
 # Seconds the processes Ray started get to exit after ray.shutdown() before they are killed.
 STOP_GRACE_S = 15
 
@@ -53,12 +58,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-cpus", type=int, default=max(8, os.cpu_count() or 1), help="logical CPUs Ray may schedule"
     )
     parser.add_argument(
+        "--api-keys",
+        type=Path,
+        help="turn API keys on: a directory with one key per file (file name = key id; reloaded on change), "
+        f"or a file of ID:KEY lines; ${API_KEYS_ENV}='id1:key1,id2:key2' does the same",
+    )
+    parser.add_argument(
         "--verbose", action="store_true", help="stream Ray worker and vLLM logs to the console"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args)
+    with local_api_keys(args.api_keys, os.environ.get(API_KEYS_ENV)) as keys_dir:
+        config = load_config(args)
+        if keys_dir is not None:
+            auth = AuthConfig(api_keys_dir=str(keys_dir))
+            config = AppConfig.model_validate({**config.model_dump(), "auth": auth.model_dump()})
+        return serve_until_stopped(config, args)
+
+
+@contextlib.contextmanager
+def local_api_keys(option: Path | None, env_value: str | None) -> Iterator[Path | None]:
+    """The key directory of local mode: `--api-keys DIR` as it is, or a private temporary one written
+    from a key file or from the environment variable (removed on exit). None when keys are off."""
+    if option is not None and option.is_dir():
+        yield option.resolve()
+        return
+    if option is not None:
+        keys = parse_key_list(option.read_text())
+    elif env_value:
+        keys = parse_key_list(env_value)
+    else:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="rayvllm-keys-"))
+    try:
+        yield write_key_dir(keys, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
     install_stop_handlers()
     started = time.monotonic()
     try:
@@ -171,10 +211,13 @@ class LocalStack:
     def _wait_until_serving(self, timeout_s: float = 600) -> None:
         """`/v1/models` answers before the engine can generate; a one-token completion proves it can."""
         body: dict[str, Any] = {"model": self.config.models[0].name, "prompt": "Hi", "max_tokens": 1}
+        headers = self._probe_headers()
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
+                response = httpx.post(
+                    f"{self.base_url}/v1/completions", json=body, headers=headers, timeout=60
+                )
                 if response.status_code == 200:
                     return
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
@@ -183,6 +226,12 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the app did not serve a completion within {timeout_s:.0f}s: {error}")
             time.sleep(1)
+
+    def _probe_headers(self) -> dict[str, str]:
+        """With API keys on, the readiness probe authenticates with one of them."""
+        keys_dir = self.config.auth.api_keys_dir
+        keys = read_key_dir(Path(keys_dir)) if keys_dir else {}
+        return {"Authorization": f"Bearer {next(iter(keys.values()))}"} if keys else {}
 
     def wait(self) -> None:
         """Block until interrupted."""

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
-from rayvllm.config import ModelConfig
+from rayvllm.auth import KeyStore
+from rayvllm.config import AuthConfig, LimitsConfig, ModelConfig
+from rayvllm.guard import IngressGuard
+from rayvllm.metering import RayUsageMeter
 from rayvllm.vllm_args import serve_namespace
 
 logger = logging.getLogger("rayvllm")
@@ -73,19 +77,44 @@ def _check_tool_parser(args: argparse.Namespace, tokenizer: Any) -> None:
         raise ValueError(f"openai.tool_call_parser {args.tool_call_parser!r} cannot load: {exc}") from exc
 
 
+def cap_default_max_tokens(args: argparse.Namespace, cap: int | None) -> None:
+    """A request without `max_tokens` gets the cap as its default, so omitting it cannot exceed the cap."""
+    if cap is None:
+        return
+    overrides = dict(args.override_generation_config or {})
+    overrides["max_new_tokens"] = min(cap, overrides.get("max_new_tokens", cap))
+    args.override_generation_config = overrides
+
+
 class VLLMServer:
     """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.app.build_app`."""
 
     # Serve awaits an async constructor; mypy insists __init__ returns None.
     async def __init__(  # type: ignore[misc]
-        self, model: dict[str, Any], start_engine: EngineStarter = start_vllm
+        self,
+        model: dict[str, Any],
+        auth: dict[str, Any] | None = None,
+        limits: dict[str, Any] | None = None,
+        start_engine: EngineStarter = start_vllm,
     ) -> None:
         self._model = ModelConfig.model_validate(model)
+        self._auth = AuthConfig.model_validate(auth or {})
+        self._limits = LimitsConfig.model_validate(limits or {})
         logger.info("starting vLLM for model %s", self._model.name)
-        self._engine, self._asgi_app = await start_engine(serve_namespace(self._model))
+        args = serve_namespace(self._model)
+        cap_default_max_tokens(args, self._limits.max_tokens_cap)
+        self._engine, self._asgi_app = await start_engine(args)
+        self._guarded_app = IngressGuard(
+            self._asgi_app, self._limits, self._key_store(), RayUsageMeter(self._model.name)
+        )
+
+    def _key_store(self) -> KeyStore | None:
+        if self._auth.api_keys_dir is None:
+            return None
+        return KeyStore(Path(self._auth.api_keys_dir), self._auth.reload_interval_s)
 
     def __serve_build_asgi_app__(self) -> Any:
-        return self._asgi_app
+        return self._guarded_app
 
     async def check_health(self) -> None:
         # Serve replaces the replica when this raises, so a dead engine never keeps answering.
