@@ -7,7 +7,10 @@
 # Needs the pinned stack importable: run `source host-setup.sh /tmp/parts` (from the workspace's shared gpu recipe, not part of this repo) first in the same
 # shell. The repo needs no install: app/src goes on PYTHONPATH here.
 #
-#   bash bench/gpu-compare.sh [STEP...]     STEP: vllm rayvllm ray_serve_llm hf (default: all four, in order)
+#   bash bench/gpu-compare.sh [STEP...]     STEP: vllm rayvllm ray_serve_llm hf (default: all four, in order),
+#                                           or a rayvllm variant such as rayvllm+throughput+haproxy
+#                                           (`python -m rayvllm.bench compare --help` lists the flags)
+#   PY_SPY_S=15 bash bench/gpu-compare.sh ...   also profiles each server's processes with py-spy
 #
 # All four take about 15 minutes on an H100 with cold caches: more than one 10-minute device call. So
 # results accumulate in $BENCH_STATE (default /tmp/rayvllm-bench), each call rewrites the whole bundle, and
@@ -35,7 +38,7 @@ servers=()
 hf=--no-hf
 for step in "${steps[@]}"; do
   case $step in
-    vllm | rayvllm | ray_serve_llm) servers+=("$step") ;;
+    vllm | rayvllm | ray_serve_llm | rayvllm+*) servers+=("$step") ;;
     hf) hf=--hf ;;
     *) echo "gpu-compare: unknown step '$step' (vllm, rayvllm, ray_serve_llm, hf)" >&2 && exit 2 ;;
   esac
@@ -50,4 +53,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 args=(--preset gpu --servers "$(IFS=,; echo "${servers[*]}")" "$hf" --out "$out" --work-dir "$state"
   --time-budget-s "${BENCH_TIME_BUDGET_S:-540}")
 [[ -z ${FRESH:-} ]] || args+=(--fresh)
+[[ -z ${PY_SPY_S:-} ]] || args+=(--py-spy-s "$PY_SPY_S")
 exec "$python" -m rayvllm.bench compare "${args[@]}"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from rayvllm.bench import compare, report
 from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed
 from rayvllm.bench.metrics import RequestResult, distribution_ms, summarize
 from rayvllm.bench.presets import PRESETS
-from rayvllm.bench.servers import plan, vllm_cli_args
+from rayvllm.bench.profiling import summarize as summarize_profile
+from rayvllm.bench.servers import ServerVariant, plan, vllm_cli_args
 
 
 def request(ttft: float, e2e: float, tokens: int, *, usage: bool = True) -> RequestResult:
@@ -220,3 +222,44 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
     assert "==== rayvllm" in (out / "server-logs.txt").read_text()
     for png in ("latency.png", "throughput.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
+    common = {"model_name": "m", "model_dir": "/m", "engine_args": {"max_model_len": 64}, "port": 9}
+    spec = plan("rayvllm+throughput+haproxy+x2", env={}, config_path=tmp_path / "c.yaml", **common)
+    assert spec.env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert spec.env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    config = yaml.safe_load(spec.files[str(tmp_path / "c.yaml")])
+    assert config["models"][0]["autoscaling"] == {"min_replicas": 2, "max_replicas": 2}
+    assert spec.endpoint_port is None
+    direct = plan("rayvllm+direct", env={}, config_path=tmp_path / "d.yaml", **common)
+    assert direct.endpoint_port == int(direct.env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    for bad in ("rayvllm+fast", "vllm+haproxy", "tgi"):
+        with pytest.raises(ValueError):
+            ServerVariant.parse(bad)
+
+
+def test_two_replica_variant_gets_twice_the_concurrent_load_and_a_scaling_ratio() -> None:
+    loads = compare.scaled_loads([Load(1000, 256), Load(20, 1)], replicas=2)
+    assert [str(load) for load in loads] == ["2000@512", "20@1"]
+    servers = {
+        "rayvllm+haproxy": {"runs": [run_summary(256, 7000, 100, 20)]},
+        "rayvllm+haproxy+x2": {"runs": [run_summary(512, 13650, 100, 20), run_summary(1, 150, 25, 6)]},
+    }
+    (row,) = compare.scaling(servers)
+    assert row["baseline"] == "rayvllm+haproxy" and row["load"] == "10@512"
+    assert row["ratio"] == pytest.approx(1.95)
+
+
+def test_profile_summary_ranks_threads_and_functions() -> None:
+    collapsed = "\n".join(
+        [
+            "thread (1): MainThread;main (a.py:1);step (a.py:9) 60",
+            "thread (1): MainThread;main (a.py:1);send (b.py:3) 30",
+            "thread (2): io;poll (c.py:2) 10",
+        ]
+    )
+    text = summarize_profile(collapsed, seconds=1)
+    assert "100 samples" in text
+    assert "90.0%  thread (1): MainThread" in text
+    assert "60.0%  step (a.py:9)" in text and "90.0%  main (a.py:1)" in text

@@ -24,7 +24,15 @@ from typing import Any
 from rayvllm.bench import report
 from rayvllm.bench.loadgen import DeadlineExceeded, Load, Target, make_prompts, prompts_needed, run_loads
 from rayvllm.bench.presets import PRESETS, Scenario
-from rayvllm.bench.servers import SERVER_NAMES, Server, ServerError, plan, stop_leftover
+from rayvllm.bench.servers import (
+    RAYVLLM_FLAGS,
+    SERVER_NAMES,
+    Server,
+    ServerError,
+    ServerVariant,
+    plan,
+    stop_leftover,
+)
 
 BASELINE = "vllm"
 LOG_TAIL_LINES = 120
@@ -37,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--servers",
         default=",".join(SERVER_NAMES),
-        help="comma-separated subset of %(default)s, run in that order",
+        help="comma-separated servers, run in that order: a subset of %(default)s, and rayvllm variants "
+        "named rayvllm+FLAG[+FLAG...] with flags "
+        + "; ".join(f"`{flag}`: {what}" for flag, what in RAYVLLM_FLAGS.items()),
     )
     parser.add_argument(
         "--hf", action=argparse.BooleanOptionalAction, default=True, help="run the transformers baseline"
@@ -52,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--load", action="append", type=Load.parse, help="N@C; replaces the preset's loads")
     parser.add_argument("--warmup", type=int, help="warm-up requests per server (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--py-spy-s",
+        type=float,
+        default=0,
+        help="record py-spy profiles of the Ray Serve proxy and replica processes for this many seconds "
+        "during the first load of each Ray server (py-spy must be on PATH)",
+    )
     parser.add_argument(
         "--time-budget-s",
         type=float,
@@ -76,9 +93,11 @@ def _compare(args: argparse.Namespace) -> int:
     if args.warmup is not None:
         scenario = dataclasses.replace(scenario, warmup=args.warmup)
     servers = [s for s in args.servers.split(",") if s]
-    unknown = set(servers) - set(SERVER_NAMES)
-    if unknown:
-        raise SystemExit(f"unknown servers {sorted(unknown)}; choose from {', '.join(SERVER_NAMES)}")
+    for name in servers:
+        try:
+            ServerVariant.parse(name)
+        except ValueError as exc:
+            raise SystemExit(f"--servers: {exc}") from None
 
     work = args.work_dir.resolve()
     results_dir = work / "results"
@@ -103,10 +122,13 @@ def _compare(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     for name in servers:
-        if not _time_for(name, scenario.step_estimate_s.get(name, 0), deadline):
+        estimate = scenario.step_estimate_s.get(ServerVariant.parse(name).base, 0)
+        if not _time_for(name, estimate, deadline):
             failures += 1
             continue
-        record = bench_server(name, scenario, str(model_dir), prompts, args.port, work, deadline)
+        record = bench_server(
+            name, scenario, str(model_dir), prompts, args.port, work, deadline, py_spy_s=args.py_spy_s
+        )
         failures += bool(record["error"]) + sum(run["failed"] for run in record["runs"])
         report.write_json(results_dir / f"{name}.json", {**key, **record})
         write_bundle(args.out, key, results_dir)
@@ -144,7 +166,9 @@ def bench_server(
     port: int,
     work: Path,
     deadline: float | None = None,
+    py_spy_s: float = 0,
 ) -> dict[str, Any]:
+    variant = ServerVariant.parse(name)
     spec = plan(
         name,
         model_name=scenario.model_name,
@@ -177,7 +201,9 @@ def bench_server(
         record["ready_s"] = server.wait_ready(scenario.model_name, timeout)
         print(f"compare: {name} ready after {record['ready_s']}s", file=sys.stderr, flush=True)
         target = Target(server.base_url, scenario.model_name, output_len=scenario.output_len)
-        loads = list(scenario.loads)
+        loads = scaled_loads(list(scenario.loads), variant.replicas)
+        if py_spy_s and variant.base != "vllm":
+            record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
         for summary in run_loads(
             target, loads, prompts, warmup=scenario.warmup, label=name, deadline=deadline
         ):
@@ -191,6 +217,31 @@ def bench_server(
         server.stop()
     record["log_tail"] = server.log_tail(LOG_TAIL_LINES)
     return record
+
+
+def scaled_loads(loads: list[Load], replicas: int) -> list[Load]:
+    """With N replicas, the concurrent loads grow N-fold, so each replica sees what one replica saw."""
+    if replicas == 1:
+        return loads
+    return [load if load.concurrency == 1 else Load(load.num_prompts * replicas, load.concurrency * replicas)
+            for load in loads]  # fmt: skip
+
+
+def profile_later(server: Server, directory: Path, seconds: float, delay_s: float = 15) -> list[str]:
+    """Start py-spy on the server's Ray Serve proxy and replica processes after `delay_s` (past the
+    warm-up, into the first load), in a background thread; returns the files it will write."""
+    import threading
+
+    from rayvllm.bench.profiling import record_serve_processes
+
+    assert server.process is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    pid = server.process.pid
+    thread = threading.Thread(
+        target=record_serve_processes, args=(pid, directory, seconds, delay_s), daemon=True
+    )
+    thread.start()
+    return [str(directory)]
 
 
 def hf_baseline(
@@ -226,9 +277,11 @@ def hf_baseline(
 
 
 def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Per-server records (in SERVER_NAMES order) and the HF record measured for this same scenario."""
+    """Per-server records (SERVER_NAMES, then rayvllm variants) and the HF record, of this same scenario."""
     servers, hf = {}, None
-    for name in (*SERVER_NAMES, "hf"):
+    names = [*SERVER_NAMES, "hf"]
+    names += sorted(path.stem for path in results_dir.glob("rayvllm+*.json"))
+    for name in names:
         path = results_dir / f"{name}.json"
         if not path.is_file():
             continue
@@ -277,6 +330,26 @@ def ratios(servers: dict[str, Any]) -> dict[str, dict[str, dict[str, float | Non
     return table
 
 
+def scaling(servers: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each `+x2` variant against the same variant with one replica: output tok/s at the highest load."""
+    rows = []
+    for name, record in servers.items():
+        single = servers.get(name.replace("+x2", "")) if "+x2" in name else None
+        if single is None or not record["runs"] or not single["runs"]:
+            continue
+        two = max(record["runs"], key=lambda run: run["concurrency"])
+        one = max(single["runs"], key=lambda run: run["concurrency"])
+        rows.append({
+            "server": name, "baseline": name.replace("+x2", ""),
+            "load": f"{two['num_prompts']}@{two['concurrency']}",
+            "baseline_load": f"{one['num_prompts']}@{one['concurrency']}",
+            "output_throughput": two["output_throughput"],
+            "baseline_output_throughput": one["output_throughput"],
+            "ratio": _ratio(two["output_throughput"], one["output_throughput"]),
+        })  # fmt: skip
+    return rows
+
+
 def targets(ratio_table: dict[str, Any], loads: list[str]) -> list[dict[str, Any]]:
     """The performance issue's targets for rayvllm: throughput and TPOT at the highest load, TTFT at c=1."""
     mine = ratio_table.get("rayvllm", {})
@@ -307,6 +380,7 @@ def write_bundle(out: Path, key: dict[str, Any], results_dir: Path) -> None:
         "hf_generate": {k: v for k, v in hf.items() if k not in key} if hf else None,
         "ratios_vs_bare_vllm": table,
         "targets": goals,
+        "scaling": scaling(servers),
     }
     logs = {name: rec.pop("log_tail", "") for name, rec in bundle["servers"].items()}
     if bundle["hf_generate"]:
@@ -379,6 +453,17 @@ def markdown(bundle: dict[str, Any]) -> str:
             met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
             value = report.fmt(row["value"], 3)
             lines.append(f"| {row['metric']} | {row['load']} | {row['target']} | {value} | {met} |")
+        lines.append("")
+    if bundle.get("scaling"):
+        lines += ["## Two replicas vs one (same endpoint)", ""]
+        lines += ["| server | load | output tok/s | one replica | load | output tok/s | ratio |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for row in bundle["scaling"]:
+            lines.append(
+                f"| {row['server']} | {row['load']} | {report.fmt(row['output_throughput'])} "
+                f"| {row['baseline']} | {row['baseline_load']} "
+                f"| {report.fmt(row['baseline_output_throughput'])} | {report.fmt(row['ratio'], 3)} |"
+            )
         lines.append("")
     hf = bundle["hf_generate"]
     if hf and hf.get("result"):

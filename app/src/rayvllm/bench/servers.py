@@ -4,6 +4,9 @@
 - `rayvllm`: this project's app through its local runner, `python -m rayvllm serve --config FILE --port P`.
 - `ray_serve_llm`: Ray Serve LLM's `build_openai_app` with its defaults (`rayvllm.bench.rayllm_app`).
 
+rayvllm also runs in variants, named `rayvllm+FLAG[+FLAG...]` (RAYVLLM_FLAGS), so that the Ray Serve
+settings weighed in docs/benchmarks.md are measured in the same run as the bare server.
+
 Each server runs in its own session, so its process group is its own. It is ready when a real one-token
 completion succeeds (/v1/models answers long before the engine can serve). Stopping signals the PID we
 started, then every process that descended from it, and waits until they are gone, so the next server
@@ -26,6 +29,46 @@ from pathlib import Path
 from typing import Any
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
+RAYVLLM_FLAGS = {
+    "throughput": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1: Ray Serve's throughput profile (user code on the "
+    "replica's main event loop, direct-ingress HTTP servers on the replicas)",
+    "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy on the Serve port, forwarding to the replicas' own "
+    "HTTP servers instead of Serve's Python proxy",
+    "direct": "benchmark one replica's own direct-ingress HTTP port, with no proxy at all",
+    "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
+}
+
+
+@dataclass(frozen=True)
+class ServerVariant:
+    """A server of the comparison: `vllm`, `ray_serve_llm`, or `rayvllm` with RAYVLLM_FLAGS."""
+
+    base: str
+    flags: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, name: str) -> ServerVariant:
+        base, *flags = name.split("+")
+        if base not in SERVER_NAMES:
+            raise ValueError(f"unknown server {base!r}; choose from {', '.join(SERVER_NAMES)}")
+        if flags and base != "rayvllm":
+            raise ValueError(f"only rayvllm has variants, not {base!r}")
+        unknown = sorted(set(flags) - set(RAYVLLM_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown rayvllm flags {unknown}; choose from {', '.join(RAYVLLM_FLAGS)}")
+        return cls(base, tuple(flags))
+
+    @property
+    def replicas(self) -> int:
+        return 2 if "x2" in self.flags else 1
+
+    def ray_env(self) -> dict[str, str]:
+        env = {}
+        if "throughput" in self.flags or "direct" in self.flags:
+            env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+        if "haproxy" in self.flags:
+            env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        return env
 
 
 class ServerError(RuntimeError):
@@ -40,6 +83,7 @@ class ServerPlan:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # config files written before the start
+    endpoint_port: int | None = None  # where to benchmark, when not the port it was started with
 
 
 def vllm_cli_args(engine_args: dict[str, Any]) -> list[str]:
@@ -74,7 +118,12 @@ def bare_vllm_command(model_dir: str) -> list[str]:
 
 
 def rayvllm_app_config(
-    model_name: str, model_dir: str, engine_args: dict[str, Any], env: dict[str, str], num_gpus: int
+    model_name: str,
+    model_dir: str,
+    engine_args: dict[str, Any],
+    env: dict[str, str],
+    num_gpus: int,
+    replicas: int = 1,
 ) -> dict[str, Any]:
     """The `AppConfig` of the rayvllm server: the same engine args, unknown ones under `extra_args`."""
     from rayvllm.config import AppConfig, EngineConfig
@@ -85,6 +134,7 @@ def rayvllm_app_config(
         "name": model_name,
         "engine": {"model": model_dir, **known},
         "num_gpus": num_gpus,
+        "autoscaling": {"min_replicas": replicas, "max_replicas": replicas},
     }
     if extra:
         model["engine"]["extra_args"] = extra
@@ -109,19 +159,28 @@ def plan(
     ray_dashboard: bool = True,
 ) -> ServerPlan:
     """The command line of server `name`, serving `model_dir` as `model_name` on 127.0.0.1:`port`."""
+    variant = ServerVariant.parse(name)
     if name == "vllm":
         command = [*bare_vllm_command(model_dir), "--served-model-name", model_name]
         command += ["--host", "127.0.0.1", "--port", str(port), *vllm_cli_args(engine_args)]
         return ServerPlan(name, command, env=dict(env))
     # Both Ray servers start a fresh local Ray cluster, never join one already running on the machine.
     ray_env = {**env, "RAY_ADDRESS": "local"}
-    if name == "rayvllm":
+    if variant.base == "rayvllm":
         import yaml
 
-        config = rayvllm_app_config(model_name, model_dir, engine_args, env, num_gpus)
+        config = rayvllm_app_config(model_name, model_dir, engine_args, env, num_gpus, variant.replicas)
         command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
         command += ["--port", str(port), "--metrics-port", str(free_port())]
-        return ServerPlan(name, command, env=ray_env, files={str(config_path): yaml.safe_dump(config)})
+        ray_env.update(variant.ray_env())
+        endpoint_port = None
+        if "direct" in variant.flags:
+            # Serve hands replicas direct-ingress ports from this range; the first replica gets its start.
+            endpoint_port = free_port_range(50)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(endpoint_port)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(endpoint_port + 50)
+        files = {str(config_path): yaml.safe_dump(config)}
+        return ServerPlan(name, command, env=ray_env, files=files, endpoint_port=endpoint_port)
     if name == "ray_serve_llm":
         command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
         command += ["--model-source", model_dir, "--port", str(port)]
@@ -141,6 +200,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_port_range(size: int, start: int = 20000) -> int:
+    """The first port of `size` consecutive free ports at or above `start`."""
+    port = start
+    while port < 65000:
+        if all(port_is_free(p) for p in range(port, port + size)):
+            return port
+        port += size
+    raise ServerError(f"no {size} consecutive free ports")
 
 
 def port_is_free(port: int) -> bool:
@@ -174,7 +243,7 @@ class Server:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.spec.endpoint_port or self.port}"
 
     def start(self) -> None:
         wait_port_free(self.port)
