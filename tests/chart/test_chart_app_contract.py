@@ -28,8 +28,13 @@ def test_rendered_application_args_load_into_the_app_config(render, files: list[
     module, _, name = application["import_path"].partition(":")
     assert callable(build_app) and (module, name) == (build_app.__module__, build_app.__name__)
     app_config = AppConfig.model_validate(application["args"])
-    # Verbatim: the args are `.Values.app` (values.yaml plus the overlays), nothing added, nothing lost.
-    assert application["args"] == load_values(CHART, files)["app"]
+    # The args are `.Values.app` (values.yaml plus the overlays), nothing lost; the one addition is where the
+    # API keys' Secret is mounted.
+    values = load_values(CHART, files)
+    expected = values["app"]
+    if values["apiKeys"]["existingSecret"]:
+        expected = {**expected, "auth": {"api_keys_dir": values["apiKeys"]["mountPath"]}}
+    assert application["args"] == expected
     assert app_config.models
 
 

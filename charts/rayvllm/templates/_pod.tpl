@@ -12,7 +12,9 @@ Usage: {{- include "rayvllm.ray.podTemplate" (dict "root" $ "group" $group "node
 {{- $values := $root.Values }}
 {{- $group := .group }}
 {{- $isHead := eq .nodeType "head" }}
-{{- $grace := int (default 30 $group.terminationGracePeriodSeconds) -}}
+{{- $shutdown := include "rayvllm.ray.shutdownTimes" $group | fromJson }}
+{{- $apiKeys := $values.apiKeys }}
+{{- $apiServerToken := and $isHead $values.autoscaler.enabled -}}
 metadata:
   labels:
     {{- $selector := include "rayvllm.common.selectorLabels" $root | fromYaml }}
@@ -32,7 +34,7 @@ spec:
   {{- with $group.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
-  terminationGracePeriodSeconds: {{ $grace }}
+  terminationGracePeriodSeconds: {{ $shutdown.grace }}
   {{- with $values.pod.securityContext }}
   securityContext:
     {{- toYaml . | nindent 4 }}
@@ -61,6 +63,13 @@ spec:
       securityContext:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- if $shutdown.preStop }}
+      # Keeps serving while the pod's endpoints deregister; Ray's drain starts on the SIGTERM that follows.
+      lifecycle:
+        preStop:
+          exec:
+            command: ["sleep", "{{ $shutdown.preStop }}"]
+      {{- end }}
       ports:
         {{- if $isHead }}
         - name: gcs
@@ -79,9 +88,9 @@ spec:
         - name: metrics
           containerPort: 8080
       env:
-        # Ray drains the node on SIGTERM (Serve stops routing to it) for this long; just under the grace period.
+        # Ray drains the node on SIGTERM (Serve stops routing to it) for this long; preStop + drain fit the grace.
         - name: RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S
-          value: {{ max 0 (sub $grace 5) | quote }}
+          value: {{ $shutdown.drain | quote }}
         - name: HF_HOME
           value: {{ printf "%s/huggingface" $values.modelCache.mountPath | quote }}
         - name: VLLM_CACHE_ROOT
@@ -111,6 +120,12 @@ spec:
         - name: dshm
           mountPath: /dev/shm
         {{- end }}
+        {{- if $apiKeys.existingSecret }}
+        # No subPath: only a whole-volume mount sees a rotated Secret.
+        - name: api-keys
+          mountPath: {{ $apiKeys.mountPath }}
+          readOnly: true
+        {{- end }}
         {{- with $values.pod.volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -123,9 +138,36 @@ spec:
         medium: Memory
         sizeLimit: {{ . }}
     {{- end }}
+    {{- with $apiKeys.existingSecret }}
+    - name: api-keys
+      secret:
+        secretName: {{ . }}
+        defaultMode: 0440
+    {{- end }}
+    {{- if $apiServerToken }}
+    - name: {{ include "rayvllm.autoscaler.tokenVolumeName" $root }}
+      {{- include "rayvllm.autoscaler.tokenVolume" $root | nindent 6 }}
+    {{- end }}
     {{- with $values.pod.volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- end }}
+
+{{/*
+rayvllm.ray.shutdownTimes: how a Ray pod of a group stops, as JSON `{grace, preStop, drain}` in seconds. On
+deletion the preStop sleep runs first (the endpoints deregister meanwhile), then SIGTERM starts Ray's drain;
+both must fit in terminationGracePeriodSeconds. The drain defaults to grace - preStop - 5 s of margin for
+Ray's own teardown.
+Usage: {{- $shutdown := include "rayvllm.ray.shutdownTimes" $group | fromJson }}
+*/}}
+{{- define "rayvllm.ray.shutdownTimes" -}}
+{{- $grace := 30 }}
+{{- if not (kindIs "invalid" .terminationGracePeriodSeconds) }}{{ $grace = int .terminationGracePeriodSeconds }}{{ end }}
+{{- $preStop := 5 }}
+{{- if not (kindIs "invalid" .preStopSleepSeconds) }}{{ $preStop = int .preStopSleepSeconds }}{{ end }}
+{{- $drain := max 0 (sub (sub $grace $preStop) 5) }}
+{{- if not (kindIs "invalid" .drainTimeoutSeconds) }}{{ $drain = int .drainTimeoutSeconds }}{{ end }}
+{{- dict "grace" $grace "preStop" $preStop "drain" $drain | toJson }}
 {{- end }}
 
 {{/*

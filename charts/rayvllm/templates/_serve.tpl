@@ -1,14 +1,20 @@
 {{/*
-rayvllm.serve.config: the serveConfigV2 document. One application whose `args` are `.Values.app`, verbatim:
-the keys are those of rayvllm.config.AppConfig, which `rayvllm.app:build_app` validates.
+rayvllm.serve.config: the serveConfigV2 document. One application whose `args` are `.Values.app`: the keys
+are those of rayvllm.config.AppConfig, which `rayvllm.app:build_app` validates. The one addition: with
+`apiKeys.existingSecret`, `auth.api_keys_dir` names where that Secret is mounted.
 Usage: {{- include "rayvllm.serve.config" . | nindent 4 }}
 */}}
 {{- define "rayvllm.serve.config" -}}
+{{- $args := deepCopy .Values.app }}
+{{- if .Values.apiKeys.existingSecret }}
+{{- $auth := merge (dict "api_keys_dir" .Values.apiKeys.mountPath) ($args.auth | default dict) }}
+{{- $_ := set $args "auth" $auth }}
+{{- end }}
 {{- $application := dict
   "name" .Values.serve.applicationName
   "import_path" "rayvllm.app:build_app"
   "route_prefix" "/"
-  "args" .Values.app
+  "args" $args
 }}
 {{- $config := dict
   "proxy_location" .Values.serve.proxyLocation

@@ -107,4 +107,61 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 {{- if and $values.httpRoute.enabled (not $values.httpRoute.parentRefs) }}
 - httpRoute.parentRefs: empty, but httpRoute.enabled is true; name the Gateway the route attaches to.
 {{- end }}
+{{- include "rayvllm.validate.shutdown" (dict "group" $values.head "where" "head") }}
+{{- range $j, $group := $values.workerGroups }}
+{{- include "rayvllm.validate.shutdown" (dict "group" $group "where" (printf "workerGroups[%d] (%s)" $j $group.name)) }}
+{{- end }}
+{{- include "rayvllm.validate.apiKeys" . }}
+{{- include "rayvllm.validate.networkPolicy" . }}
+{{- end }}
+
+{{/*
+rayvllm.validate.shutdown: a group whose preStop sleep and Ray drain do not fit its grace period.
+Usage: {{- include "rayvllm.validate.shutdown" (dict "group" $group "where" "head") }}
+*/}}
+{{- define "rayvllm.validate.shutdown" -}}
+{{- $shutdown := include "rayvllm.ray.shutdownTimes" .group | fromJson }}
+{{- if lt (int $shutdown.grace) (add $shutdown.preStop $shutdown.drain) }}
+- {{ .where }}: terminationGracePeriodSeconds {{ $shutdown.grace }} is shorter than preStopSleepSeconds {{ $shutdown.preStop }} + drainTimeoutSeconds {{ $shutdown.drain }}; the pod would be killed mid-drain. Raise terminationGracePeriodSeconds, or lower the other two (docs/spot.md has values per cloud).
+{{- end }}
+{{- end }}
+
+{{/*
+rayvllm.validate.apiKeys: `apiKeys` and a hand-set `app.auth.api_keys_dir` that disagree.
+Usage: {{- include "rayvllm.validate.apiKeys" . }}
+*/}}
+{{- define "rayvllm.validate.apiKeys" -}}
+{{- $apiKeys := .Values.apiKeys }}
+{{- $keysDir := dig "auth" "api_keys_dir" "" .Values.app }}
+{{- $mounted := list }}
+{{- range .Values.pod.volumeMounts }}{{ $mounted = append $mounted (toString .mountPath) }}{{ end }}
+{{- if and $apiKeys.existingSecret $keysDir (ne $keysDir $apiKeys.mountPath) }}
+- app.auth.api_keys_dir: {{ $keysDir }}, but apiKeys.existingSecret is mounted at apiKeys.mountPath {{ $apiKeys.mountPath }}; leave app.auth.api_keys_dir unset (the chart sets it).
+{{- else if and $keysDir (not $apiKeys.existingSecret) (not (has $keysDir $mounted)) }}
+- app.auth.api_keys_dir: {{ $keysDir }} is set, but nothing is mounted there; set apiKeys.existingSecret to the Secret of the keys instead (or mount it yourself through pod.volumes and pod.volumeMounts).
+{{- end }}
+{{- if and $apiKeys.existingSecret (ne (toString .Values.app.engine_path) "direct") }}
+- apiKeys.existingSecret: API keys are enforced on app.engine_path `direct` only, not {{ .Values.app.engine_path }}.
+{{- end }}
+{{- if and $apiKeys.existingSecret (or (eq (trimSuffix "/" $apiKeys.mountPath) (trimSuffix "/" .Values.modelCache.mountPath)) (has $apiKeys.mountPath $mounted)) }}
+- apiKeys.mountPath: {{ $apiKeys.mountPath }} is already a mount (modelCache.mountPath or pod.volumeMounts); pick a directory of its own.
+{{- end }}
+{{- end }}
+
+{{/*
+rayvllm.validate.networkPolicy: extra ingress rules that would open every port, or one of Ray's own.
+Usage: {{- include "rayvllm.validate.networkPolicy" . }}
+*/}}
+{{- define "rayvllm.validate.networkPolicy" -}}
+{{- $rayPorts := list "6379" "8265" "10001" "gcs" "dashboard" "client" }}
+{{- range $i, $rule := .Values.networkPolicy.extraIngress }}
+{{- if not $rule.ports }}
+- networkPolicy.extraIngress[{{ $i }}]: names no ports, so it would open every port, Ray's GCS (6379), dashboard (8265) and client (10001) included; list the ports it opens.
+{{- end }}
+{{- range $rule.ports }}
+{{- if has (toString .port) $rayPorts }}
+- networkPolicy.extraIngress[{{ $i }}]: opens port {{ .port }}, one of Ray's unauthenticated ports (GCS 6379, dashboard 8265, client 10001), which stay within the release; use `kubectl port-forward` to reach them.
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
