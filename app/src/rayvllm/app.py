@@ -21,11 +21,14 @@ def build_app(args: AppConfig) -> Application:
 
         return build_ray_serve_llm_app(config)
     (model,) = config.models
-    return _direct_deployment(model).bind(
+    replica_args = (
         model.model_dump(mode="json"),
         config.auth.model_dump(mode="json"),
         config.limits.model_dump(mode="json"),
     )
+    if config.failover.enabled:
+        return _failover_app(config, _model_deployment(model, ingress=False).bind(*replica_args))
+    return _model_deployment(model, ingress=True).bind(*replica_args)
 
 
 def deployment_name(model: ModelConfig) -> str:
@@ -69,9 +72,27 @@ def deployment_options(model: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _direct_deployment(model: ModelConfig) -> Any:
+def _model_deployment(model: ModelConfig, ingress: bool) -> Any:
     from ray import serve
 
     from rayvllm.server import VLLMServer
 
-    return serve.deployment(serve.ingress()(VLLMServer), **deployment_options(model))
+    server = serve.ingress()(VLLMServer) if ingress else VLLMServer
+    return serve.deployment(server, **deployment_options(model))
+
+
+def _failover_app(config: AppConfig, replicas: Any) -> Application:
+    """The failover gateway as the ingress, in front of the model replicas (see rayvllm.failover)."""
+    from ray import serve
+
+    from rayvllm.failover import FailoverGateway
+
+    failover = config.failover
+    options: dict[str, Any] = {
+        "name": "FailoverGateway",
+        "num_replicas": failover.gateway_replicas,
+        "ray_actor_options": {"num_cpus": failover.gateway_num_cpus},
+        "max_ongoing_requests": config.models[0].max_ongoing_requests,
+    }
+    gateway: Any = serve.deployment(serve.ingress()(FailoverGateway), **options)
+    return gateway.bind(replicas, failover.max_attempts, config.limits.max_request_body_bytes)

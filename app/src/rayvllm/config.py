@@ -234,6 +234,23 @@ class LimitsConfig(StrictModel):
     retry_after_s: int = Field(1, ge=0, description="`Retry-After` seconds sent with a 429.")
 
 
+class FailoverConfig(StrictModel):
+    """An optional gateway deployment that survives a lost replica (spot preemption); off by default.
+
+    When on, the gateway is the app's ingress: it forwards each request to a model replica through a
+    Serve handle and, when that replica dies, retries a non-streamed request on another one and ends a
+    stream that cannot continue with an error event and `[DONE]`. It costs one more hop per request and
+    per streamed chunk, so throughput-first deployments leave it off and rely on clients' retries.
+    """
+
+    enabled: bool = Field(False, description="Route requests through the failover gateway.")
+    max_attempts: int = Field(
+        3, ge=1, description="Replicas a non-streamed request (or a stream not yet started) is tried on."
+    )
+    gateway_replicas: int = Field(2, ge=1, description="Replicas of the gateway deployment.")
+    gateway_num_cpus: float = Field(0.1, ge=0, description="Ray CPUs reserved per gateway replica.")
+
+
 class AppConfig(StrictModel):
     """A rayvllm application: the `args` of its serveConfigV2 entry."""
 
@@ -246,6 +263,9 @@ class AppConfig(StrictModel):
     models: list[ModelConfig] = Field(min_length=1, description="Models served behind one endpoint.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and per-key metering.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits per replica.")
+    failover: FailoverConfig = Field(
+        default_factory=FailoverConfig, description="Retries across replicas when one is lost."
+    )
 
     @model_validator(mode="after")
     def _models_supported(self) -> AppConfig:
@@ -257,6 +277,7 @@ class AppConfig(StrictModel):
                 "engine_path 'direct' serves exactly one model per application; "
                 "use one application per model, or engine_path 'ray_serve_llm'"
             )
-        if self.engine_path != "direct" and (self.auth.api_keys_dir or self.limits.model_fields_set):
-            raise ValueError("auth and limits are enforced on engine_path 'direct' only")
+        direct_only = self.auth.api_keys_dir or self.limits.model_fields_set or self.failover.enabled
+        if self.engine_path != "direct" and direct_only:
+            raise ValueError("auth, limits and failover work on engine_path 'direct' only")
         return self

@@ -74,7 +74,7 @@ class IngressGuard:
                 raise RequestRejected(404, "Not Found", "NotFoundError")
             key_id = self._authenticate(scope)
         except RequestRejected as rejected:
-            await _reject(scope, send, rejected)
+            await reject(scope, send, rejected)
             return
         await self._serve(scope, receive, send, key_id)
 
@@ -99,7 +99,7 @@ class IngressGuard:
             busy = RequestRejected(
                 429, f"This replica is serving {limit} requests; retry later.", "RateLimitError", retry_after
             )
-            await _reject(scope, send, busy)
+            await reject(scope, send, busy)
             return
         self.in_flight += 1
         status = Status(send)
@@ -110,7 +110,7 @@ class IngressGuard:
                 receive = await self._checked_body(scope, receive)
             await self.app(scope, receive, status.send)
         except RequestRejected as rejected:
-            await _reject(scope, send, rejected)
+            await reject(scope, send, rejected)
             status.code = rejected.status
         except Exception:
             status.code = status.code or 500
@@ -127,7 +127,7 @@ class IngressGuard:
 
     async def _checked_body(self, scope: Scope, receive: Receive) -> Receive:
         """Read the whole body (vLLM would too), enforce the limits, and hand it on unchanged."""
-        body = await _read_body(scope, receive, self.limits.max_request_body_bytes)
+        body = await read_body(scope, receive, self.limits.max_request_body_bytes)
         if self.limits.max_tokens_cap is not None:
             _check_max_tokens(body, self.limits.max_tokens_cap)
         replayed = False
@@ -176,7 +176,7 @@ def _presented_key(scope: Scope) -> str | None:
     return None
 
 
-async def _read_body(scope: Scope, receive: Receive, max_bytes: int | None) -> bytes:
+async def read_body(scope: Scope, receive: Receive, max_bytes: int | None) -> bytes:
     too_large = RequestRejected(
         413, f"Request body larger than the limit of {max_bytes} bytes.", "RequestEntityTooLarge"
     )
@@ -226,7 +226,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _reject(scope: Scope, send: Send, rejected: RequestRejected) -> None:
+async def reject(scope: Scope, send: Send, rejected: RequestRejected) -> None:
     if scope["type"] == "websocket":
         # 1008: policy violation; the handshake never completes.
         await send({"type": "websocket.close", "code": 1008, "reason": rejected.message[:120]})

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from rayvllm.auth import KeyStore
 from rayvllm.config import AuthConfig, LimitsConfig, ModelConfig
-from rayvllm.guard import IngressGuard
+from rayvllm.failover import forward_asgi
+from rayvllm.guard import IngressGuard, Message
 from rayvllm.metering import RayUsageMeter
 from rayvllm.vllm_args import serve_namespace
 
@@ -115,6 +117,11 @@ class VLLMServer:
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._guarded_app
+
+    async def forward(self, request: dict[str, Any]) -> AsyncIterator[Message]:
+        """The failover gateway's entry: one HTTP request as data, its ASGI messages streamed back."""
+        async for message in forward_asgi(self._guarded_app, request):
+            yield message
 
     async def check_health(self) -> None:
         # Serve replaces the replica when this raises, so a dead engine never keeps answering.
