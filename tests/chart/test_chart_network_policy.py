@@ -258,3 +258,11 @@ def test_ray_s_own_ports_open_only_within_the_release_and_to_the_operator(render
             "matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}
         }
         assert not names & (RAY_ONLY_PORTS - ({"dashboard"} if operator_rule else set())), rule
+
+
+def test_the_head_s_disruption_budget_selects_the_head_as_kuberay_labels_it(render) -> None:
+    objects = render([])
+    (budget,) = [obj for obj in objects if obj["kind"] == "PodDisruptionBudget"]
+    head, worker = ray_pods(rayservice(objects), "llm-rayvllm-x7k2p")
+    assert selects(budget["spec"]["selector"], head.labels)
+    assert not selects(budget["spec"]["selector"], worker.labels)
