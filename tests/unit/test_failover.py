@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError
-from rayvllm.failover import LOST_REPLICA_EVENT, FailoverGateway, Relay, forward_asgi, is_replica_loss
+from rayvllm.failover import LOST_REPLICA_EVENT, FailoverApp, Relay, forward_asgi, is_replica_loss
 from rayvllm.guard import Message, Receive, Scope, Send
 
 START_JSON = {
@@ -46,9 +46,6 @@ class FakeReplicas:
         self.calls = 0
         self.forward = self
 
-    def options(self, **_: Any) -> FakeReplicas:
-        return self
-
     def remote(self, request: dict[str, Any]) -> AsyncIterator[Message]:
         script = self.scripts[self.calls]
         self.calls += 1
@@ -71,9 +68,9 @@ def run_gateway(replicas: FakeReplicas) -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    gateway = FailoverGateway(replicas, max_attempts=3)
+    gateway = FailoverApp(replicas, max_attempts=3, max_body_bytes=None)
     scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
-    asyncio.run(gateway.serve_http(scope, receive, send))
+    asyncio.run(gateway(scope, receive, send))
     return sent
 
 

@@ -71,17 +71,24 @@ def is_replica_loss(error: BaseException) -> bool:
 
 
 class FailoverGateway:
-    """The ingress of a failover app; `replicas` is a handle to the model deployment."""
+    """The ingress deployment of a failover app; `replicas` is a handle to the model deployment."""
 
     def __init__(self, replicas: Any, max_attempts: int = 3, max_body_bytes: int | None = None) -> None:
-        self._replicas = replicas.options(stream=True)
+        self._app = FailoverApp(replicas.options(stream=True), max_attempts, max_body_bytes)
+
+    def __serve_build_asgi_app__(self) -> FailoverApp:
+        return self._app
+
+
+class FailoverApp:
+    """The gateway's ASGI app: forwards each request, retrying it while a retry is invisible."""
+
+    def __init__(self, replicas: Any, max_attempts: int, max_body_bytes: int | None) -> None:
+        self._replicas = replicas
         self._max_attempts = max_attempts
         self._max_body_bytes = max_body_bytes
 
-    def __serve_build_asgi_app__(self) -> ASGIApp:
-        return self.serve_http
-
-    async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send)
             return
@@ -108,13 +115,10 @@ class FailoverGateway:
                 if relay.started:
                     await relay.end_stream_with_error()
                     return
-        await reject(
-            scope,
-            send,
-            RequestRejected(
-                503, "Every replica tried was lost; retry the request.", "ServiceUnavailableError"
-            ),
+        lost = RequestRejected(
+            503, "Every replica tried was lost; retry the request.", "ServiceUnavailableError"
         )
+        await reject(scope, send, lost)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
