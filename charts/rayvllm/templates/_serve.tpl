@@ -1,11 +1,13 @@
 {{/*
 rayvllm.serve.config: the serveConfigV2 document. One application whose `args` are `.Values.app`: the keys
-are those of rayvllm.config.AppConfig, which `rayvllm.app:build_app` validates. The one addition: with
-`apiKeys.existingSecret`, `auth.api_keys_dir` names where that Secret is mounted.
+are those of rayvllm.config.AppConfig, which `rayvllm.app:build_app` validates. The additions: each model has
+`modelOverrides` merged over it (templates/_models.tpl); with `apiKeys.existingSecret`, `auth.api_keys_dir`
+names where that Secret is mounted.
 Usage: {{- include "rayvllm.serve.config" . | nindent 4 }}
 */}}
 {{- define "rayvllm.serve.config" -}}
 {{- $args := deepCopy .Values.app }}
+{{- $_ := set $args "models" (include "rayvllm.models.list" . | fromJsonArray) }}
 {{- if .Values.apiKeys.existingSecret }}
 {{- $auth := merge (dict "api_keys_dir" .Values.apiKeys.mountPath) ($args.auth | default dict) }}
 {{- $_ := set $args "auth" $auth }}

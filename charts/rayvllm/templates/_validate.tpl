@@ -43,7 +43,7 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 {{- end }}
 {{- end }}
 {{- $modelNames := list }}
-{{- range $i, $model := $values.app.models }}
+{{- range $i, $model := include "rayvllm.models.list" . | fromJsonArray }}
 {{- $where := printf "app.models[%d] (%s)" $i $model.name }}
 {{- $engine := $model.engine | default dict }}
 {{- if has $model.name $modelNames }}
