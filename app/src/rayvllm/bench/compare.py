@@ -112,9 +112,11 @@ def _compare(args: argparse.Namespace) -> int:
     key = {"scenario": scenario.describe(), "model_dir": str(model_dir)}
 
     failures = 0
-    # The same prompts for every server, token ids so that every prompt is exactly input_len long.
+    # The same prompts for every server, token ids so that every prompt is exactly input_len long; enough
+    # for the largest scaled load (a two-replica variant runs twice the prompts).
+    replicas = max((ServerVariant.parse(name).replicas for name in servers), default=1)
     prompts = make_prompts(
-        prompts_needed(list(scenario.loads), scenario.warmup) if servers else 0,
+        prompts_needed(scaled_loads(list(scenario.loads), replicas), scenario.warmup) if servers else 0,
         scenario.input_len,
         as_text=False,
         tokenizer=str(model_dir),
