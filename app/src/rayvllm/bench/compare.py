@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--py-spy-s",
         type=float,
         default=0,
-        help="record py-spy profiles of the Ray Serve proxy and replica processes for this many seconds "
-        "during the first load of each Ray server (py-spy must be on PATH)",
+        help="record py-spy profiles of the serving processes (API server or proxy and replicas, engine core) "
+        "during the first load of each server, bare vLLM included (py-spy must be on PATH)",
     )
     parser.add_argument(
         "--time-budget-s",
@@ -204,7 +204,7 @@ def bench_server(
         print(f"compare: {name} ready after {record['ready_s']}s", file=sys.stderr, flush=True)
         target = Target(server.base_url, scenario.model_name, output_len=scenario.output_len)
         loads = scaled_loads(list(scenario.loads), variant.replicas)
-        if py_spy_s and variant.base != "vllm":
+        if py_spy_s:
             record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
         for summary in run_loads(
             target, loads, prompts, warmup=scenario.warmup, label=name, deadline=deadline
