@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--py-spy-s",
         type=float,
         default=0,
-        help="record py-spy profiles of the serving processes (API server or proxy and replicas, engine core) "
-        "during the first load of each server, bare vLLM included (py-spy must be on PATH)",
+        help="record py-spy profiles of the serving processes (API server or proxy and replicas, engine "
+        "core) during the first load of each server, bare vLLM included (py-spy must be on PATH)",
     )
     parser.add_argument(
         "--time-budget-s",
