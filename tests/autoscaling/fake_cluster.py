@@ -26,7 +26,8 @@ from local_stack import free_port
 
 WORKER_TYPE = "l4-spot"
 HEAD_TYPE = "ray.head.default"
-START_TIMEOUT_S = 120
+# `ray start` alone imports for a minute on a busy 2-core machine.
+START_TIMEOUT_S = 300
 STOP_GRACE_S = 20
 HEAD_OBJECT_STORE_BYTES = 200 * 1024**2
 
@@ -121,7 +122,7 @@ class FakeAutoscalingCluster:
             try:
                 self._start_once()
                 return
-            except RuntimeError:
+            except (RuntimeError, TimeoutError):
                 leftovers = self.stop()
                 if attempt == attempts or leftovers:
                     raise
