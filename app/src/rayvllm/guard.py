@@ -226,13 +226,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def error_body(status: int, message: str, error_type: str) -> bytes:
+    """vLLM's ErrorResponse as JSON bytes."""
+    error = {"message": message, "type": error_type, "param": None, "code": status}
+    return json.dumps({"error": error}).encode()
+
+
 async def reject(scope: Scope, send: Send, rejected: RequestRejected) -> None:
     if scope["type"] == "websocket":
         # 1008: policy violation; the handshake never completes.
         await send({"type": "websocket.close", "code": 1008, "reason": rejected.message[:120]})
         return
-    error = {"message": rejected.message, "type": rejected.error_type, "param": None, "code": rejected.status}
-    body = json.dumps({"error": error}).encode()
+    body = error_body(rejected.status, rejected.message, rejected.error_type)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in rejected.headers.items()]
     await send({"type": "http.response.start", "status": rejected.status, "headers": headers})
