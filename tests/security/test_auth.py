@@ -1,0 +1,123 @@
+"""API keys on the real stack: every route but health needs one, usage is metered per key id, and keys
+come and go without a restart."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from security_support import KEY_RELOAD_S, GuardedStack
+
+pytestmark = [pytest.mark.security, pytest.mark.integration, pytest.mark.slow]
+
+OPEN_ROUTES = {"/health", "/ping"}
+HIDDEN_ROUTES = {"/metrics"}
+# Metric labels are exported every few seconds; wait this long for counters to catch up.
+METRICS_WAIT_S = 60
+
+
+def public_routes(guarded: GuardedStack) -> list[tuple[str, str]]:
+    """(method, path) of every operation in the app's own OpenAPI schema, path parameters filled."""
+    schema = httpx.get(guarded.base_url + "/openapi.json", headers=guarded.headers(), timeout=30).json()
+    return [
+        (method.upper(), path.replace("{", "").replace("}", ""))
+        for path, operations in schema["paths"].items()
+        for method in operations
+        if method in ("get", "post", "put", "delete")
+    ]
+
+
+def test_without_a_key_every_route_but_health_is_401(guarded_stack: GuardedStack) -> None:
+    routes = public_routes(guarded_stack)
+    assert ("POST", "/v1/chat/completions") in routes
+    for method, path in [*routes, ("GET", "/openapi.json"), ("GET", "/docs")]:
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"x-api-key": "sk-wrong"}):
+            response = httpx.request(method, guarded_stack.base_url + path, headers=headers, timeout=30)
+            if path in OPEN_ROUTES:
+                assert response.status_code == 200, (method, path, response.text)
+                continue
+            if path in HIDDEN_ROUTES:
+                assert response.status_code == 404, (method, path, response.text)
+                continue
+            assert response.status_code == 401, (method, path, response.status_code, response.text)
+            assert response.json()["error"]["code"] == 401
+
+
+def test_metrics_are_not_served_on_the_public_port(guarded_stack: GuardedStack) -> None:
+    response = httpx.get(guarded_stack.base_url + "/metrics", headers=guarded_stack.headers(), timeout=30)
+    assert response.status_code == 404
+    assert "vllm:" not in response.text
+
+
+def test_with_a_key_every_route_answers_without_auth_or_server_errors(guarded_stack: GuardedStack) -> None:
+    with guarded_stack.client() as client:
+        for method, path in public_routes(guarded_stack):
+            response = client.request(method, path, json={} if method != "GET" else None)
+            assert response.status_code not in (401, 403), (method, path, response.text)
+            assert response.status_code < 500, (method, path, response.status_code, response.text)
+        models = client.get("/v1/models").json()
+        assert [m["id"] for m in models["data"]] == [guarded_stack.model]
+        chat = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": guarded_stack.model,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4,
+            },
+        )
+        assert chat.status_code == 200, chat.text
+
+
+def completion_usage(client: httpx.Client, model: str, stream: bool) -> dict[str, int]:
+    """Send one completion and return the usage the response reported."""
+    body: dict[str, Any] = {"model": model, "prompt": "Count to ten:", "max_tokens": 8, "stream": stream}
+    if not stream:
+        response = client.post("/v1/completions", json=body)
+        assert response.status_code == 200, response.text
+        return dict(response.json()["usage"])
+    body["stream_options"] = {"include_usage": True}
+    usage: dict[str, int] = {}
+    with client.stream("POST", "/v1/completions", json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"usage":{' in line.replace(" ", ""):
+                usage = httpx.Response(200, content=line[6:]).json()["usage"] or usage
+    assert usage, "the stream reported no usage"
+    return usage
+
+
+def test_per_key_token_counters_match_the_reported_usage(guarded_stack: GuardedStack) -> None:
+    before = {name: guarded_stack.counters(name) for name in ("prompt_tokens", "completion_tokens")}
+    reported = {"prompt_tokens": 0, "completion_tokens": 0}
+    with guarded_stack.client("team-b") as client:
+        for stream in (False, True, False, True):
+            usage = completion_usage(client, guarded_stack.model, stream)
+            for name in reported:
+                reported[name] += usage[name]
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while True:
+        metered = {
+            name: guarded_stack.counters(name).get("team-b", 0.0) - before[name].get("team-b", 0.0)
+            for name in reported
+        }
+        if metered == reported or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert metered == reported
+    assert "sk-test" not in httpx.get(guarded_stack.stack.metrics_urls[0], timeout=30).text
+
+
+def test_keys_added_and_removed_at_run_time_take_effect_without_restart(guarded_stack: GuardedStack) -> None:
+    url = guarded_stack.base_url + "/v1/models"
+    new_key = "sk-test-rotated-key-42"
+    (guarded_stack.keys_dir / "team-new").write_text(new_key + "\n")
+    time.sleep(KEY_RELOAD_S * 2.5)
+    # Several requests, so both replicas (each with its own key store) are asked.
+    statuses = {httpx.get(url, headers={"x-api-key": new_key}, timeout=30).status_code for _ in range(6)}
+    assert statuses == {200}
+    (guarded_stack.keys_dir / "team-new").unlink()
+    time.sleep(KEY_RELOAD_S * 2.5)
+    statuses = {httpx.get(url, headers={"x-api-key": new_key}, timeout=30).status_code for _ in range(6)}
+    assert statuses == {401}
