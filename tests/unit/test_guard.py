@@ -160,7 +160,6 @@ def test_fake_app_lifespan_and_other_messages_pass_through() -> None:
 
 def test_fake_fastapi_handler_raising_on_malformed_input_gets_400_not_500() -> None:
     from fastapi import FastAPI
-    from rayvllm.server import answer_malformed_input_with_400
 
     app = FastAPI()
 
@@ -168,8 +167,13 @@ def test_fake_fastapi_handler_raising_on_malformed_input_gets_400_not_500() -> N
     async def responses(item: dict[str, Any]) -> dict[str, Any]:
         return {"role": item["role"]}  # vLLM 0.26 indexes `role` unchecked the same way
 
-    answer_malformed_input_with_400(app)
+    @app.post("/v1/broken")
+    async def broken() -> None:
+        raise RuntimeError("a real server fault")
+
     guard = IngressGuard(app, LimitsConfig())
     response = call(guard, "POST", "/v1/responses", json={"content": "x"})
     assert response.status_code == 400
     assert "KeyError" in response.json()["error"]["message"]
+    with pytest.raises(RuntimeError):
+        call(guard, "POST", "/v1/broken", json={})

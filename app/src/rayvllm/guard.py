@@ -9,12 +9,15 @@ of vLLM's own FastAPI app. It answers with vLLM's error shape, `{"error": {"mess
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from rayvllm.auth import KeyStore
 from rayvllm.config import LimitsConfig
 from rayvllm.metering import ANONYMOUS, UsageRecorder
+
+logger = logging.getLogger("rayvllm")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,6 +30,9 @@ OPEN_PATHS = frozenset({"/health", "/ping"})
 # Metrics leave through Ray's metrics agent (port 8080), never through the public Serve port.
 HIDDEN_PATHS = frozenset({"/metrics"})
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+# Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
+# without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
+MALFORMED_INPUT_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
 
 
 class RequestRejected(Exception):
@@ -109,10 +115,20 @@ class IngressGuard:
             if scope["type"] == "http" and self._reads_body(scope):
                 receive = await self._checked_body(scope, receive)
             await self.app(scope, receive, status.send)
+            await status.flush()
         except RequestRejected as rejected:
             await reject(scope, send, rejected)
             status.code = rejected.status
+        except MALFORMED_INPUT_ERRORS as error:
+            if not status.holds_500:
+                raise
+            # Starlette sent its 500 and re-raised; the client gets a 400 naming the error instead.
+            logger.warning("malformed request to %s: %r", scope["path"], error)
+            message = f"Malformed request: {type(error).__name__}: {error}"
+            await reject(scope, send, RequestRejected(400, message, "BadRequestError"))
+            status.code = 400
         except Exception:
+            await status.flush()
             status.code = status.code or 500
             raise
         finally:
@@ -151,18 +167,35 @@ class IngressGuard:
 
 
 class Status:
-    """Passes messages on to `send`, noting the response status (0 until one is sent)."""
+    """Passes messages on to `send`, noting the response status (0 until one is sent).
+
+    A 500 is held back until the app returns: Starlette answers an unhandled exception with a 500 and then
+    re-raises it, and the guard turns the ones that mean malformed input into a 400.
+    """
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.code = 0
+        self._held: list[Message] = []
+
+    @property
+    def holds_500(self) -> bool:
+        return bool(self._held)
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.code = int(message["status"])
         elif message["type"] == "websocket.accept":
             self.code = 101
+        if self.code == 500 and message["type"].startswith("http.response."):
+            self._held.append(message)
+            return
         await self._send(message)
+
+    async def flush(self) -> None:
+        for message in self._held:
+            await self._send(message)
+        self._held.clear()
 
 
 def _presented_key(scope: Scope) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rayvllm.auth import KeyStore
 from rayvllm.config import AuthConfig, LimitsConfig, ModelConfig
 from rayvllm.failover import forward_asgi
-from rayvllm.guard import IngressGuard, Message, error_body
+from rayvllm.guard import IngressGuard, Message
 from rayvllm.metering import RayUsageMeter
 from rayvllm.vllm_args import serve_namespace
 
@@ -88,27 +88,6 @@ def cap_default_max_tokens(args: argparse.Namespace, cap: int | None) -> None:
     args.override_generation_config = overrides
 
 
-# Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
-# without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
-MALFORMED_INPUT_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, AttributeError, IndexError)
-
-
-def answer_malformed_input_with_400(app: Any) -> None:
-    """Register a 400 for MALFORMED_INPUT_ERRORS on vLLM's FastAPI app, before its catch-all 500."""
-    if not hasattr(app, "add_exception_handler"):
-        return
-    from starlette.responses import Response
-
-    async def malformed_input(request: Any, exc: Exception) -> Response:
-        logger.warning("malformed request to %s: %r", request.url.path, exc)
-        message = f"Malformed request: {type(exc).__name__}: {exc}"
-        body = error_body(400, message, "BadRequestError")
-        return Response(body, status_code=400, media_type="application/json")
-
-    for error in MALFORMED_INPUT_ERRORS:
-        app.add_exception_handler(error, malformed_input)
-
-
 class VLLMServer:
     """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.app.build_app`."""
 
@@ -127,7 +106,6 @@ class VLLMServer:
         args = serve_namespace(self._model)
         cap_default_max_tokens(args, self._limits.max_tokens_cap)
         self._engine, self._asgi_app = await start_engine(args)
-        answer_malformed_input_with_400(self._asgi_app)
         self._guarded_app = IngressGuard(
             self._asgi_app, self._limits, self._key_store(), RayUsageMeter(self._model.name)
         )
