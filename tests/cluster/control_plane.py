@@ -232,15 +232,24 @@ class Kube:
         context.load_cert_chain(str(credentials.admin_cert), str(credentials.admin_key))
         self.http = httpx.Client(base_url=server, verify=context, timeout=180)  # a loaded CI box is slow
 
+    def _get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        """GET, retried while the API server sheds load (429: a fresh CRD's endpoint, or a loaded machine)."""
+        for _ in range(30):
+            response = self.http.get(path, params=params)
+            if response.status_code != 429:
+                return response
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+        return response
+
     def get(self, path: str, **params: str) -> dict[str, Any]:
-        response = self.http.get(path, params=params)
+        response = self._get(path, params)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
 
     def find(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""
-        response = self.http.get(path)
+        response = self._get(path)
         if response.status_code == 404:
             return None
         response.raise_for_status()
