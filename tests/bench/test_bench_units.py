@@ -263,3 +263,11 @@ def test_profile_summary_ranks_threads_and_functions() -> None:
     assert "100 samples" in text
     assert "90.0%  thread (1): MainThread" in text
     assert "60.0%  step (a.py:9)" in text and "90.0%  main (a.py:1)" in text
+
+
+def test_free_ports_avoid_the_kernels_and_rays_ranges_and_never_repeat() -> None:
+    from rayvllm.bench.servers import FREE_PORT_RANGE, free_port
+
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(FREE_PORT_RANGE[0] <= port <= FREE_PORT_RANGE[1] for port in ports)

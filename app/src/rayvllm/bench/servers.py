@@ -196,10 +196,25 @@ def plan(
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
 
 
+# Ports handed out by free_port: above Ray's worker ports (10002-19999) and below both Serve's direct-ingress
+# ports (30000-31000) and the kernel's ephemeral range (32768+). A port the kernel picked for us could be
+# picked again for one of the many listeners Ray opens before our server binds it (seen in CI: "Failed to bind
+# to address").
+FREE_PORT_RANGE = (20000, 29999)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port outside the ranges Ray and the kernel assign, never the same one twice in a process."""
+    import random
+
+    low, high = FREE_PORT_RANGE
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
+    raise ServerError(f"no free port in {low}-{high}")
 
 
 def free_port_range(size: int, start: int = 20000) -> int:
