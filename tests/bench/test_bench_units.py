@@ -266,8 +266,12 @@ def test_profile_summary_ranks_threads_and_functions() -> None:
 
 
 def test_free_ports_avoid_the_kernels_and_rays_ranges_and_never_repeat() -> None:
-    from rayvllm.bench.servers import FREE_PORT_RANGE, free_port
+    from rayvllm.bench.servers import FREE_PORT_RANGE, free_port, free_port_range
 
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     assert all(FREE_PORT_RANGE[0] <= port <= FREE_PORT_RANGE[1] for port in ports)
+    start = free_port_range(50)
+    block = range(start, start + 50)
+    assert not set(block) & set(ports)
+    assert all(free_port() not in block for _ in range(50))

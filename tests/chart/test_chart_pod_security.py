@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from chart_support import RENDER_CASES, rayservice
+from rayvllm.models import cache_dir
 
 PSS_SOURCE = Path(__file__).resolve().parent / "pss"
 HOST_PATH_SETS = {"modelCache.type": "hostPath"}
@@ -32,8 +33,7 @@ def pss_check() -> Path:
     sources = sorted(PSS_SOURCE.glob("go.*")) + sorted(PSS_SOURCE.glob("*.go"))
     go_version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True)
     key = hashlib.sha256(b"".join(path.read_bytes() for path in sources) + go_version.stdout.encode())
-    cache = Path(os.environ.get("RAYVLLM_CACHE") or Path.home() / ".cache" / "rayvllm")
-    binary = cache / "pss-check" / key.hexdigest()[:12] / "pss-check"
+    binary = cache_dir() / "pss-check" / key.hexdigest()[:12] / "pss-check"
     if not binary.exists():
         env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"}
         built = subprocess.run(

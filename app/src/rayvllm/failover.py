@@ -20,15 +20,28 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from rayvllm.guard import ASGIApp, Message, Receive, RequestRejected, Scope, Send, read_body, reject
+from rayvllm.guard import (
+    ASGIApp,
+    Message,
+    Receive,
+    RequestRejected,
+    Scope,
+    Send,
+    error_body,
+    read_body,
+    reject,
+)
 
 logger = logging.getLogger("rayvllm")
 
 # The parts of an HTTP scope a replica needs to rebuild the request (all plain, picklable values).
 FORWARDED_SCOPE_KEYS = ("method", "path", "raw_path", "query_string", "headers", "http_version", "scheme")
 LOST_REPLICA_EVENT = (
-    b'data: {"error": {"message": "The model replica serving this stream was lost; retry the request.", '
-    b'"type": "ServiceUnavailableError", "param": null, "code": 503}}\n\ndata: [DONE]\n\n'
+    b"data: "
+    + error_body(
+        503, "The model replica serving this stream was lost; retry the request.", "ServiceUnavailableError"
+    )
+    + b"\n\ndata: [DONE]\n\n"
 )
 
 

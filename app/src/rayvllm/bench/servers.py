@@ -218,10 +218,12 @@ def free_port() -> int:
 
 
 def free_port_range(size: int, start: int = 20000) -> int:
-    """The first port of `size` consecutive free ports at or above `start`."""
+    """The first port of `size` consecutive free ports at or above `start`, none handed out before."""
     port = start
     while port < 65000:
-        if all(port_is_free(p) for p in range(port, port + size)):
+        block = range(port, port + size)
+        if not _handed_out.intersection(block) and all(port_is_free(p) for p in block):
+            _handed_out.update(block)
             return port
         port += size
     raise ServerError(f"no {size} consecutive free ports")
