@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="warm-up requests per server (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--client-processes", type=int, help="client processes per load (default: the preset's; gpu: 4)"
+    )
+    parser.add_argument(
         "--py-spy-s",
         type=float,
         default=0,
@@ -92,6 +95,8 @@ def _compare(args: argparse.Namespace) -> int:
         scenario = dataclasses.replace(scenario, loads=tuple(args.load))
     if args.warmup is not None:
         scenario = dataclasses.replace(scenario, warmup=args.warmup)
+    if args.client_processes is not None:
+        scenario = dataclasses.replace(scenario, client_processes=args.client_processes)
     servers = [s for s in args.servers.split(",") if s]
     for name in servers:
         try:
@@ -206,12 +211,21 @@ def bench_server(
         loads = scaled_loads(list(scenario.loads), variant.replicas)
         if py_spy_s:
             record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
+        cpu_sampler = ThreadCpuSampler(server)
         for summary in run_loads(
-            target, loads, prompts, warmup=scenario.warmup, label=name, deadline=deadline
+            target,
+            loads,
+            prompts,
+            warmup=scenario.warmup,
+            label=name,
+            deadline=deadline,
+            client_processes=scenario.client_processes,
         ):
             # Other work on the machine skews a comparison: keep how busy it was right after the load.
             summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
             record["runs"].append(summary)
+            if "thread_cpu" not in record:  # the first load is the one the sampler watched
+                record["thread_cpu"] = cpu_sampler.result()
     except (ServerError, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
@@ -227,6 +241,38 @@ def scaled_loads(loads: list[Load], replicas: int) -> list[Load]:
         return loads
     return [load if load.concurrency == 1 else Load(load.num_prompts * replicas, load.concurrency * replicas)
             for load in loads]  # fmt: skip
+
+
+class ThreadCpuSampler:
+    """CPU per thread of the server's processes during its first load (rayvllm.bench.profiling), in a
+    background thread: which thread is the ceiling, and what the engine process inherited."""
+
+    DELAY_S = 20  # past the warm-up and the client processes' start, into the first load
+    WINDOW_S = 15
+
+    def __init__(self, server: Server):
+        import threading
+
+        from rayvllm.bench.profiling import sample_thread_cpu
+
+        assert server.process is not None
+        self._stop = threading.Event()
+        self._result: dict[str, Any] = {}
+        pid = server.process.pid
+
+        def sample() -> None:
+            try:
+                self._result.update(sample_thread_cpu(pid, self._stop, self.DELAY_S, self.WINDOW_S))
+            except Exception as exc:  # a measurement must never fail the benchmark it watches
+                self._result["error"] = repr(exc)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def result(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        return self._result
 
 
 def profile_later(server: Server, directory: Path, seconds: float, delay_s: float = 15) -> list[str]:

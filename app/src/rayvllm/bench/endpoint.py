@@ -66,6 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1800, help="per-request timeout, seconds")
     parser.add_argument("--label", default="endpoint", help="the series name in plots")
     parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="split each load over this many client processes, for servers faster than one Python client "
+        "can read (each summary's client_cpu_share near 1.0 says so); default %(default)s",
+    )
+    parser.add_argument(
         "--out", type=Path, default=Path("out/bench"), help="result directory (default %(default)s)"
     )
 
@@ -104,7 +111,16 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         request_timeout_s=args.timeout,
     )
-    runs = list(run_loads(target, loads, prompts, warmup=args.warmup, label=args.label))
+    runs = list(
+        run_loads(
+            target,
+            loads,
+            prompts,
+            warmup=args.warmup,
+            label=args.label,
+            client_processes=args.client_processes,
+        )
+    )
     result = {
         "tool": "rayvllm bench run",
         "base_url": args.base_url,

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import sys
 import time
 from collections.abc import Iterator
@@ -206,7 +207,12 @@ class DeadlineExceeded(RuntimeError):
 
 
 async def _run(
-    target: Target, prompts: list[Any], concurrency: int, label: str, deadline: float | None
+    target: Target,
+    prompts: list[Any],
+    concurrency: int,
+    label: str,
+    deadline: float | None,
+    progress: bool = True,
 ) -> tuple[list[RequestResult], float]:
     import aiohttp
     from tqdm import tqdm
@@ -218,7 +224,13 @@ async def _run(
     timeout = aiohttp.ClientTimeout(total=target.request_timeout_s)
     semaphore = asyncio.Semaphore(concurrency)
     # On a terminal the bar redraws often; in a log file, rarely, so logs stay short.
-    bar = tqdm(total=len(prompts), desc=label, unit="req", mininterval=0.5 if sys.stderr.isatty() else 15)
+    bar = tqdm(
+        total=len(prompts),
+        desc=label,
+        unit="req",
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+        disable=not progress,
+    )
 
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False) as session:
 
@@ -251,6 +263,69 @@ def prompts_needed(loads: list[Load], warmup: int) -> int:
     return warmup + sum(load.num_prompts for load in loads)
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_measured(
+    target: Target,
+    prompts: list[Any],
+    concurrency: int,
+    label: str,
+    deadline: float | None,
+    progress: bool = True,
+    start_at: float | None = None,
+) -> tuple[list[RequestResult], float, float, float]:
+    """One client process's share of a load: results, start and end (time.monotonic(), which all processes
+    of a Linux host share) and the CPU seconds the client spent."""
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu, start = _cpu_s(), time.monotonic()
+    results, _ = _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
+    return results, start, time.monotonic(), _cpu_s() - cpu
+
+
+def _run_load(
+    target: Target,
+    prompts: list[Any],
+    load: Load,
+    label: str,
+    deadline: float | None,
+    client_processes: int,
+) -> dict[str, Any]:
+    """One load, from this process or split over `client_processes` processes, each with its share of the
+    prompts and the concurrency, so one Python client's CPU never caps what a fast server can deliver."""
+    shards = max(1, min(client_processes, load.concurrency))
+    if shards == 1:
+        results, start, end, cpu = _run_measured(target, prompts, load.concurrency, label, deadline)
+        runs = [(results, start, end, cpu)]
+    else:
+        import concurrent.futures
+        import multiprocessing
+
+        concurrencies = [load.concurrency // shards + (i < load.concurrency % shards) for i in range(shards)]
+        start_at = time.monotonic() + 10  # every process has imported its client by then
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(shards, mp_context=context) as pool:
+            futures = [
+                pool.submit(
+                    _run_measured, target, prompts[i::shards], concurrencies[i],
+                    f"{label} ({shards} clients)", deadline, i == 0, start_at,
+                )
+                for i in range(shards)
+            ]  # fmt: skip
+            runs = [future.result() for future in futures]
+        results = [result for run in runs for result in run[0]]
+    start = min(run[1] for run in runs)
+    duration = max(run[2] for run in runs) - start
+    summary = summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
+    summary["client_processes"] = shards
+    # Share of one core the busiest client process used: near 1.0, the client may be what limits the load.
+    summary["client_cpu_share"] = round(max(run[3] / max(run[2] - run[1], 1e-9) for run in runs), 3)
+    return summary
+
+
 def run_loads(
     target: Target,
     loads: list[Load],
@@ -259,6 +334,7 @@ def run_loads(
     warmup: int = 0,
     label: str = "",
     deadline: float | None = None,
+    client_processes: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Run each load in turn, yielding its summary as soon as it is done.
 
@@ -273,10 +349,7 @@ def run_loads(
     for load in loads:
         chosen = prompts[offset : offset + load.num_prompts]
         offset += load.num_prompts
-        results, duration = _asyncio_run(
-            _run(target, chosen, load.concurrency, f"{label} {load}".strip(), deadline)
-        )
-        yield summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
+        yield _run_load(target, chosen, load, f"{label} {load}".strip(), deadline, client_processes)
 
 
 def default_api_key() -> str | None:

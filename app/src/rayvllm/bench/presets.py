@@ -36,6 +36,8 @@ class Scenario:
     ready_timeout_s: float = 900
     hf_batch_sizes: tuple[int, ...] = (1, 16, 64)
     hf_dtype: str = "bfloat16"
+    # Client processes per load: one Python client reads about 10k SSE events/s at most.
+    client_processes: int = 1
     # Rough wall time of each step (a server name, or "hf"), for --time-budget-s; not part of the
     # scenario that must match between phases.
     step_estimate_s: dict[str, float] = field(default_factory=dict)
@@ -83,6 +85,7 @@ PRESETS = {
         loads=(Load(1000, 256), Load(20, 1)),
         warmup=8,
         token_id_range=(100, 40000),
+        client_processes=4,
         ready_timeout_s=900,
         # Seen on an H100: start 95 s warm (200 s with cold compile caches; Ray Serve LLM 141-171 s),
         # 1000@256 in 31 s (75 s for Ray Serve LLM), 20@1 in 35 s; transformers 1-2 min.

@@ -9,8 +9,10 @@ servers shows which extra work the slower one does.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -107,3 +109,102 @@ def summarize(collapsed: str, seconds: float) -> str:
         top = counter.most_common(TOP_FUNCTIONS)
         lines += [f"  {count / max(total, 1):6.1%}  {frame}" for frame, count in top]
     return "\n".join(lines) + "\n"
+
+
+# --- CPU per thread, from /proc: cheap enough to run on every benchmark, profiler or not ---------------
+
+# What the engine process inherits from where it was started, and may run slower with.
+ENV_OF_INTEREST = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+)
+BUSIEST_THREADS = 20
+
+
+def _tree_thread_ticks(root_pid: int) -> tuple[dict[tuple[int, int], int], dict[int, str], dict[int, str]]:
+    """CPU clock ticks (user + system) of every thread under `root_pid`, with process and thread names."""
+    import psutil
+
+    ticks: dict[tuple[int, int], int] = {}
+    process_names: dict[int, str] = {}
+    thread_names: dict[int, str] = {}
+    root = psutil.Process(root_pid)
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            title = " ".join(proc.cmdline()) or proc.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        process_names[proc.pid] = _label(title, is_root=proc.pid == root_pid) or title[:60]
+        for task in Path(f"/proc/{proc.pid}/task").glob("*"):
+            try:
+                stat = (task / "stat").read_text()
+                thread_names[int(task.name)] = (task / "comm").read_text().strip()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+            ticks[(proc.pid, int(task.name))] = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks, process_names, thread_names
+
+
+def _process_setup(pid: int) -> dict[str, object]:
+    import psutil
+
+    proc = psutil.Process(pid)
+    try:
+        environ = proc.environ()
+    except (psutil.AccessDenied, psutil.NoSuchProcess):
+        environ = {}
+    return {
+        "env": {key: environ[key] for key in ENV_OF_INTEREST if key in environ},
+        "cpus_allowed": len(proc.cpu_affinity() or []),
+        "nice": proc.nice(),
+        "threads": proc.num_threads(),
+    }
+
+
+def sample_thread_cpu(
+    root_pid: int, stop: threading.Event, delay_s: float, window_s: float
+) -> dict[str, object]:
+    """Share of one core each thread and process of the server used over `window_s`, starting `delay_s`
+    in; cut short when `stop` is set. A thread near 1.0 is a ceiling; the whole is where the CPU goes."""
+    import os
+
+    import psutil
+
+    if stop.wait(delay_s):
+        return {"error": "the load ended before the window began"}
+    try:
+        before, process_names, thread_names = _tree_thread_ticks(root_pid)
+        start = time.monotonic()
+        stop.wait(window_s)
+        after, process_names_after, thread_names_after = _tree_thread_ticks(root_pid)
+        elapsed = time.monotonic() - start
+    except psutil.NoSuchProcess as exc:
+        return {"error": f"the server exited: {exc!r}"}
+    process_names.update(process_names_after)
+    thread_names.update(thread_names_after)
+    hz = os.sysconf("SC_CLK_TCK")
+    shares = {key: (after[key] - before.get(key, 0)) / hz / elapsed for key in after}
+    per_process: dict[int, float] = collections.defaultdict(float)
+    for (pid, _), share in shares.items():
+        per_process[pid] += share
+    processes = []
+    for pid, share in sorted(per_process.items(), key=lambda item: -item[1]):
+        if share < 0.01:
+            continue
+        entry: dict[str, object] = {"pid": pid, "process": process_names[pid], "cpu_share": round(share, 3)}
+        if process_names[pid] in ("serve-replica", "engine-core", "vllm-api-server", "serve-proxy"):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                entry.update(_process_setup(pid))
+        processes.append(entry)
+    threads = [
+        {
+            "process": process_names[pid],
+            "thread": thread_names.get(tid, str(tid)),
+            "cpu_share": round(share, 3),
+        }
+        for (pid, tid), share in sorted(shares.items(), key=lambda item: -item[1])[:BUSIEST_THREADS]
+    ]
+    return {"window_s": round(elapsed, 1), "processes": processes, "busiest_threads": threads}

@@ -36,6 +36,10 @@ RAYVLLM_FLAGS = {
     "HTTP servers instead of Serve's Python proxy",
     "direct": "benchmark one replica's own direct-ingress HTTP port, with no proxy at all",
     "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
+    "nostats": "the engine without stat loggers (disable_log_stats): what recording vLLM's metrics into "
+    "Ray's metrics costs the replica",
+    "omp": "OMP_NUM_THREADS as bare vLLM has it (one per physical core) instead of the 1 that Ray gives a "
+    "replica and vLLM's engine process inherits",
 }
 
 
@@ -69,6 +73,19 @@ class ServerVariant:
         if "haproxy" in self.flags:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
         return env
+
+    def replica_env(self) -> dict[str, str]:
+        """Environment of the replica actor (and the engine process it starts)."""
+        if "omp" not in self.flags:
+            return {}
+        import psutil
+
+        return {"OMP_NUM_THREADS": str(psutil.cpu_count(logical=False) or os.cpu_count() or 1)}
+
+    def engine_args(self, engine_args: dict[str, Any]) -> dict[str, Any]:
+        if "nostats" in self.flags:
+            return {**engine_args, "disable_log_stats": True}
+        return engine_args
 
 
 class ServerError(RuntimeError):
@@ -169,7 +186,14 @@ def plan(
     if variant.base == "rayvllm":
         import yaml
 
-        config = rayvllm_app_config(model_name, model_dir, engine_args, env, num_gpus, variant.replicas)
+        config = rayvllm_app_config(
+            model_name,
+            model_dir,
+            variant.engine_args(engine_args),
+            {**env, **variant.replica_env()},
+            num_gpus,
+            variant.replicas,
+        )
         command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
         command += ["--port", str(port), "--metrics-port", str(free_port())]
         ray_env.update(variant.ray_env())
