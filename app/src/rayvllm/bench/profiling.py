@@ -202,7 +202,7 @@ def sample_thread_cpu(
     threads = [
         {
             "process": process_names[pid],
-            "thread": thread_names.get(tid, str(tid)),
+            "thread": f"{thread_names.get(tid, '?')} ({tid})",
             "cpu_share": round(share, 3),
         }
         for (pid, tid), share in sorted(shares.items(), key=lambda item: -item[1])[:BUSIEST_THREADS]
