@@ -38,7 +38,7 @@ servers=()
 hf=--no-hf
 for step in "${steps[@]}"; do
   case $step in
-    vllm | rayvllm | ray_serve_llm | rayvllm+*) servers+=("$step") ;;
+    vllm | rayvllm | ray_serve_llm | rayvllm+* | vllm+*) servers+=("$step") ;;
     hf) hf=--hf ;;
     *) echo "gpu-compare: unknown step '$step' (vllm, rayvllm, ray_serve_llm, hf)" >&2 && exit 2 ;;
   esac

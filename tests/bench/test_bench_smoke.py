@@ -40,15 +40,23 @@ def test_completions_result_file(tiny_stack, tmp_path) -> None:
         "6@3",
         "--load",
         "2@1",
+        "--client-processes",
+        "2",
     )
     # The model comes from /v1/models, the tokenizer from the model's local directory.
     assert result["model"] == tiny_stack.model
     assert result["tokenizer"] and result["prompt_format"] == "token_ids"
-    assert result["environment"]["versions"]["ray"] and "nvidia_smi_query_gpu_name" in result["environment"]
+    assert (
+        result["environment"]["versions"]["ray"]
+        and "nvidia_smi_query_gpu_name" in result["environment"]
+    )
     assert [(r["num_prompts"], r["concurrency"]) for r in result["runs"]] == [
         (6, 3),
         (2, 1),
     ]
+    # 6@3 went out from two client processes (concurrency 2 + 1); a load at concurrency 1 needs one.
+    assert [r["client_processes"] for r in result["runs"]] == [2, 1]
+    assert all(0 <= r["client_cpu_share"] <= 1.5 for r in result["runs"])
     for run in result["runs"]:
         assert (run["completed"], run["failed"], run["errors"]) == (
             run["num_prompts"],
@@ -59,7 +67,11 @@ def test_completions_result_file(tiny_stack, tmp_path) -> None:
         assert run["total_input_tokens"] == 32 * run["num_prompts"]
         assert run["total_output_tokens"] == 8 * run["num_prompts"]
         assert run["output_tokens_counted_from"] == "usage"
-        assert run["output_throughput"] > 0 and run["request_throughput"] > 0 and run["duration_s"] > 0
+        assert (
+            run["output_throughput"] > 0
+            and run["request_throughput"] > 0
+            and run["duration_s"] > 0
+        )
         for key in LATENCIES:
             stats = run[key]
             assert set(stats) == {"mean", "p50", "p95", "p99"}

@@ -27,6 +27,7 @@ from rayvllm.bench.presets import PRESETS, Scenario
 from rayvllm.bench.servers import (
     RAYVLLM_FLAGS,
     SERVER_NAMES,
+    VLLM_FLAGS,
     Server,
     ServerError,
     ServerVariant,
@@ -47,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(SERVER_NAMES),
         help="comma-separated servers, run in that order: a subset of %(default)s, and rayvllm variants "
         "named rayvllm+FLAG[+FLAG...] with flags "
-        + "; ".join(f"`{flag}`: {what}" for flag, what in RAYVLLM_FLAGS.items()),
+        + "; ".join(f"`{flag}`: {what}" for flag, what in RAYVLLM_FLAGS.items())
+        + "; and bare vLLM variants vllm+FLAG with "
+        + "; ".join(f"`{flag}`: {what}" for flag, what in VLLM_FLAGS.items()),
     )
     parser.add_argument(
         "--hf", action=argparse.BooleanOptionalAction, default=True, help="run the transformers baseline"
@@ -328,7 +331,7 @@ def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any]
     """Per-server records (SERVER_NAMES, then rayvllm variants) and the HF record, of this same scenario."""
     servers, hf = {}, None
     names = [*SERVER_NAMES, "hf"]
-    names += sorted(path.stem for path in results_dir.glob("rayvllm+*.json"))
+    names += sorted(path.stem for base in ("vllm", "rayvllm") for path in results_dir.glob(f"{base}+*.json"))
     for name in names:
         path = results_dir / f"{name}.json"
         if not path.is_file():
@@ -399,19 +402,23 @@ def scaling(servers: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def targets(ratio_table: dict[str, Any], loads: list[str]) -> list[dict[str, Any]]:
-    """The performance issue's targets for rayvllm: throughput and TPOT at the highest load, TTFT at c=1."""
-    mine = ratio_table.get("rayvllm", {})
+    """The performance issue's targets for each single-replica rayvllm server: throughput and TPOT at the
+    highest load, TTFT at c=1."""
     high = max(loads, key=lambda load: int(load.split("@")[1]))
     low = min(loads, key=lambda load: int(load.split("@")[1]))
     rows = []
-    for metric, load, key, goal, ok in (
-        ("output tok/s vs bare vLLM", high, "output_throughput", ">= 0.97x", lambda v: v >= 0.97),
-        ("TPOT p50 vs bare vLLM", high, "tpot_p50", "<= 1.05x", lambda v: v <= 1.05),
-        ("TTFT p50 minus bare vLLM", low, "ttft_p50_delta_ms", "<= +5 ms", lambda v: v <= 5),
-    ):
-        value = mine.get(load, {}).get(key)
-        rows.append({"metric": metric, "load": load, "target": goal, "value": value,
-                     "met": None if value is None else bool(ok(value))})  # fmt: skip
+    for server, mine in ratio_table.items():
+        variant = ServerVariant.parse(server)
+        if variant.base != "rayvllm" or variant.replicas != 1:
+            continue
+        for metric, load, key, goal, ok in (
+            ("output tok/s vs bare vLLM", high, "output_throughput", ">= 0.97x", lambda v: v >= 0.97),
+            ("TPOT p50 vs bare vLLM", high, "tpot_p50", "<= 1.05x", lambda v: v <= 1.05),
+            ("TTFT p50 minus bare vLLM", low, "ttft_p50_delta_ms", "<= +5 ms", lambda v: v <= 5),
+        ):
+            value = mine.get(load, {}).get(key)
+            rows.append({"server": server, "metric": metric, "load": load, "target": goal, "value": value,
+                         "met": None if value is None else bool(ok(value))})  # fmt: skip
     return rows
 
 
@@ -495,12 +502,24 @@ def markdown(bundle: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if bundle["targets"]:
-        lines += ["## Targets (rayvllm vs bare vLLM)", "", "| metric | load | target | measured | met |"]
-        lines.append("|---|---|---|---|---|")
+        lines += ["## Targets (rayvllm vs bare vLLM)", ""]
+        lines += ["| server | metric | load | target | measured | met |", "|---|---|---|---|---|---|"]
         for row in bundle["targets"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
             value = report.fmt(row["value"], 3)
-            lines.append(f"| {row['metric']} | {row['load']} | {row['target']} | {value} | {met} |")
+            lines.append(
+                f"| {row['server']} | {row['metric']} | {row['load']} | {row['target']} | {value} | {met} |"
+            )
+        lines.append("")
+    cpu_rows = [thread_cpu_row(name, record) for name, record in bundle["servers"].items()]
+    if any(cpu_rows):
+        lines += ["## CPU during the first load (share of one core, from /proc)", ""]
+        header = "| server | HTTP frontend thread | engine core, busiest thread | engine core nice "
+        lines += [
+            header + "| engine core OMP_NUM_THREADS | busiest client process |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [row for row in cpu_rows if row]
         lines.append("")
     if bundle.get("scaling"):
         lines += ["## Two replicas vs one (same endpoint)", ""]
@@ -540,3 +559,27 @@ def markdown(bundle: dict[str, Any]) -> str:
         "compile caches that the later ones reuse."
     )
     return "\n".join(lines) + "\n"
+
+
+def thread_cpu_row(name: str, record: dict[str, Any]) -> str:
+    """A markdown row of what ThreadCpuSampler saw: the threads a token passes through, and the engine's
+    inherited settings; empty when nothing was sampled."""
+    sampled = record.get("thread_cpu") or {}
+    threads = sampled.get("busiest_threads") or []
+    if not threads:
+        return ""
+
+    def busiest(process: str) -> str:
+        shares = [t["cpu_share"] for t in threads if t["process"] == process]
+        return report.fmt(max(shares), 2) if shares else "n/a"
+
+    frontend = "vllm-api-server" if ServerVariant.parse(name).base == BASELINE else "serve-replica"
+    engine: dict[str, Any] = next(
+        (p for p in sampled.get("processes", []) if p["process"] == "engine-core"), {}
+    )
+    runs = record.get("runs") or [{}]
+    client = runs[0].get("client_cpu_share")
+    return (
+        f"| {name} | {busiest(frontend)} | {busiest('engine-core')} | {engine.get('nice', 'n/a')} "
+        f"| {engine.get('env', {}).get('OMP_NUM_THREADS', 'unset')} | {report.fmt(client, 2)} |"
+    )

@@ -38,9 +38,17 @@ RAYVLLM_FLAGS = {
     "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
     "nostats": "the engine without stat loggers (disable_log_stats): what recording vLLM's metrics into "
     "Ray's metrics costs the replica",
+    "nice0": "RAY_worker_niceness=0: Ray workers (the replica, and the engine process it starts) at the "
+    "niceness bare vLLM runs at, instead of Ray's default of 15",
     "omp": "OMP_NUM_THREADS as bare vLLM has it (one per physical core) instead of the 1 that Ray gives a "
     "replica and vLLM's engine process inherits",
 }
+
+
+VLLM_FLAGS = {
+    "nice15": "bare vLLM under `nice -n 15`, the niceness Ray gives its workers (RAY_worker_niceness)",
+}
+FLAGS = {"vllm": VLLM_FLAGS, "rayvllm": RAYVLLM_FLAGS, "ray_serve_llm": {}}
 
 
 @dataclass(frozen=True)
@@ -55,11 +63,12 @@ class ServerVariant:
         base, *flags = name.split("+")
         if base not in SERVER_NAMES:
             raise ValueError(f"unknown server {base!r}; choose from {', '.join(SERVER_NAMES)}")
-        if flags and base != "rayvllm":
-            raise ValueError(f"only rayvllm has variants, not {base!r}")
-        unknown = sorted(set(flags) - set(RAYVLLM_FLAGS))
+        known = FLAGS[base]
+        if flags and not known:
+            raise ValueError(f"{base!r} has no variants")
+        unknown = sorted(set(flags) - set(known))
         if unknown:
-            raise ValueError(f"unknown rayvllm flags {unknown}; choose from {', '.join(RAYVLLM_FLAGS)}")
+            raise ValueError(f"unknown {base} flags {unknown}; choose from {', '.join(known)}")
         return cls(base, tuple(flags))
 
     @property
@@ -72,6 +81,8 @@ class ServerVariant:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         if "haproxy" in self.flags:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        if "nice0" in self.flags:
+            env["RAY_worker_niceness"] = "0"
         return env
 
     def replica_env(self) -> dict[str, str]:
@@ -177,8 +188,10 @@ def plan(
 ) -> ServerPlan:
     """The command line of server `name`, serving `model_dir` as `model_name` on 127.0.0.1:`port`."""
     variant = ServerVariant.parse(name)
-    if name == "vllm":
+    if variant.base == "vllm":
         command = [*bare_vllm_command(model_dir), "--served-model-name", model_name]
+        if "nice15" in variant.flags:
+            command = ["nice", "-n", "15", *command]
         command += ["--host", "127.0.0.1", "--port", str(port), *vllm_cli_args(engine_args)]
         return ServerPlan(name, command, env=dict(env))
     # Both Ray servers start a fresh local Ray cluster, never join one already running on the machine.
