@@ -69,6 +69,4 @@ def test_compare_cpu_bundle(tiny_model_dir, tmp_path) -> None:
     # went with them, see Server.stop).
     assert not list((work / "pids").glob("*.json"))
     leftovers = [p for p in psutil.Process().children() if p.pid not in before]
-    assert not [
-        p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    ]
+    assert not [p for p in leftovers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

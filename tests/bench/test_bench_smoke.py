@@ -46,10 +46,7 @@ def test_completions_result_file(tiny_stack, tmp_path) -> None:
     # The model comes from /v1/models, the tokenizer from the model's local directory.
     assert result["model"] == tiny_stack.model
     assert result["tokenizer"] and result["prompt_format"] == "token_ids"
-    assert (
-        result["environment"]["versions"]["ray"]
-        and "nvidia_smi_query_gpu_name" in result["environment"]
-    )
+    assert result["environment"]["versions"]["ray"] and "nvidia_smi_query_gpu_name" in result["environment"]
     assert [(r["num_prompts"], r["concurrency"]) for r in result["runs"]] == [
         (6, 3),
         (2, 1),
@@ -67,11 +64,7 @@ def test_completions_result_file(tiny_stack, tmp_path) -> None:
         assert run["total_input_tokens"] == 32 * run["num_prompts"]
         assert run["total_output_tokens"] == 8 * run["num_prompts"]
         assert run["output_tokens_counted_from"] == "usage"
-        assert (
-            run["output_throughput"] > 0
-            and run["request_throughput"] > 0
-            and run["duration_s"] > 0
-        )
+        assert run["output_throughput"] > 0 and run["request_throughput"] > 0 and run["duration_s"] > 0
         for key in LATENCIES:
             stats = run[key]
             assert set(stats) == {"mean", "p50", "p95", "p99"}

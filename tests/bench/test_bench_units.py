@@ -14,9 +14,7 @@ from rayvllm.bench.profiling import summarize as summarize_profile
 from rayvllm.bench.servers import ServerVariant, plan, vllm_cli_args
 
 
-def request(
-    ttft: float, e2e: float, tokens: int, *, usage: bool = True
-) -> RequestResult:
+def request(ttft: float, e2e: float, tokens: int, *, usage: bool = True) -> RequestResult:
     gaps = [(e2e - ttft) / (tokens - 1)] * (tokens - 1) if tokens > 1 else []
     return RequestResult(
         prompt_tokens=10,
@@ -67,15 +65,9 @@ def test_summary_counts_failures_apart_and_throughput_over_wall_time() -> None:
 
 def test_summary_says_where_token_counts_came_from() -> None:
     mixed = [request(0.1, 1.1, 11), request(0.1, 1.1, 11, usage=False)]
-    assert (
-        summarize(mixed, 1, num_prompts=2, concurrency=1)["output_tokens_counted_from"]
-        == "mixed"
-    )
+    assert summarize(mixed, 1, num_prompts=2, concurrency=1)["output_tokens_counted_from"] == "mixed"
     chunks = [request(0.1, 1.1, 11, usage=False)]
-    assert (
-        summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"]
-        == "chunks"
-    )
+    assert summarize(chunks, 1, num_prompts=1, concurrency=1)["output_tokens_counted_from"] == "chunks"
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -96,27 +88,17 @@ def test_load_parses_prompts_at_concurrency() -> None:
 
 
 def test_token_id_prompts_have_the_exact_length_and_are_reproducible() -> None:
-    prompts = make_prompts(
-        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
-    )
+    prompts = make_prompts(5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1)
     assert all(len(p) == 512 and all(100 <= t < 200 for t in p) for p in prompts)
-    assert prompts == make_prompts(
-        5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1
-    )
-    assert (
-        len({tuple(p) for p in prompts}) == 5
-    )  # no shared prefixes for the prefix cache to reuse
+    assert prompts == make_prompts(5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1)
+    assert len({tuple(p) for p in prompts}) == 5  # no shared prefixes for the prefix cache to reuse
 
 
 def test_request_body_asks_for_usage_and_sends_vllm_extensions_only_when_set() -> None:
     target = Target("http://h:1/", "m", output_len=7)
     body = target.payload([1, 2, 3])
     assert target.url == "http://h:1/v1/completions"
-    assert (
-        body["prompt"] == [1, 2, 3]
-        and body["max_tokens"] == 7
-        and body["ignore_eos"] is True
-    )
+    assert body["prompt"] == [1, 2, 3] and body["max_tokens"] == 7 and body["ignore_eos"] is True
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert "temperature" not in body
     chat = Target("http://h:1", "m", api="chat", ignore_eos=False)
@@ -145,9 +127,8 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         "env": {"A": "1"},
     }
     bare = plan("vllm", config_path=tmp_path / "x.yaml", **common)
-    assert (
-        "/models/m --served-model-name m --host 127.0.0.1 --port 8100 --dtype bfloat16"
-        in " ".join(bare.command)
+    assert "/models/m --served-model-name m --host 127.0.0.1 --port 8100 --dtype bfloat16" in " ".join(
+        bare.command
     )
     ours = plan("rayvllm", config_path=tmp_path / "r.yaml", num_gpus=0, **common)
     config = next(iter(ours.files.values()))
@@ -164,10 +145,7 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         ray_dashboard=False,
         **common,
     )
-    assert (
-        json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1])
-        == engine
-    )
+    assert json.loads(theirs.command[theirs.command.index("--engine-kwargs") + 1]) == engine
     assert {"--cpu-only", "--no-dashboard"} <= set(theirs.command)
     with pytest.raises(ValueError, match="unknown server"):
         plan("tgi", config_path=tmp_path / "t.yaml", **common)
@@ -185,9 +163,7 @@ def run_summary(concurrency: int, tok_s: float, ttft_ms: float, tpot_ms: float) 
 def test_ratios_and_targets_against_bare_vllm() -> None:
     servers = {
         "vllm": {"runs": [run_summary(256, 8000, 100, 20), run_summary(1, 150, 25, 6)]},
-        "rayvllm": {
-            "runs": [run_summary(256, 7900, 110, 20.5), run_summary(1, 148, 31, 6)]
-        },
+        "rayvllm": {"runs": [run_summary(256, 7900, 110, 20.5), run_summary(1, 148, 31, 6)]},
         "ray_serve_llm": {"runs": [run_summary(256, 3400, 200, 70)]},
     }
     table = compare.ratios(servers)
@@ -195,9 +171,7 @@ def test_ratios_and_targets_against_bare_vllm() -> None:
     assert table["rayvllm"]["10@1"]["ttft_p50_delta_ms"] == pytest.approx(6)
     assert table["ray_serve_llm"]["10@256"]["tpot_p50"] == pytest.approx(3.5)
     assert "10@1" not in table["ray_serve_llm"]
-    goals = {
-        row["metric"]: row["met"] for row in compare.targets(table, ["10@256", "10@1"])
-    }
+    goals = {row["metric"]: row["met"] for row in compare.targets(table, ["10@256", "10@1"])}
     assert goals == {
         "output tok/s vs bare vLLM": True,
         "TPOT p50 vs bare vLLM": True,
@@ -239,13 +213,10 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
         "vllm",
         "rayvllm",
     ]  # the other scenario's file is ignored
-    assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"][
-        "output_throughput"
-    ] == pytest.approx(0.99875, abs=1e-4)
-    assert (
-        bundle["environment"]["versions"]
-        and "nvidia_smi_query_gpu_name" in bundle["environment"]
+    assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"]["output_throughput"] == pytest.approx(
+        0.99875, abs=1e-4
     )
+    assert bundle["environment"]["versions"] and "nvidia_smi_query_gpu_name" in bundle["environment"]
     markdown = (out / "compare.md").read_text()
     assert "| rayvllm | 7,990.0 | 0.999 |" in markdown
     assert "==== rayvllm" in (out / "server-logs.txt").read_text()
@@ -272,39 +243,30 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
     assert config["models"][0]["autoscaling"] == {"min_replicas": 2, "max_replicas": 2}
     assert spec.endpoint_port is None
     direct = plan("rayvllm+direct", env={}, config_path=tmp_path / "d.yaml", **common)
-    assert direct.endpoint_port == int(
-        direct.env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]
-    )
+    assert direct.endpoint_port == int(direct.env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
     diagnosis = plan(
-        "rayvllm+direct+nostats+omp+nice0",
+        "rayvllm+direct+nostats+omp+nice15",
         env={},
         config_path=tmp_path / "e.yaml",
         **common,
     )
-    assert diagnosis.env["RAY_worker_niceness"] == "0"
+    assert diagnosis.env["RAY_worker_niceness"] == "15"
     model = yaml.safe_load(diagnosis.files[str(tmp_path / "e.yaml")])["models"][0]
     assert model["engine"]["extra_args"] == {"disable_log_stats": True}
     assert int(model["env"]["OMP_NUM_THREADS"]) >= 1
     niced = plan("vllm+nice15", env={}, config_path=tmp_path / "f.yaml", **common)
-    assert (
-        niced.command[:3] == ["nice", "-n", "15"]
-        and "--served-model-name" in niced.command
-    )
+    assert niced.command[:3] == ["nice", "-n", "15"] and "--served-model-name" in niced.command
     for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "tgi"):
         with pytest.raises(ValueError):
             ServerVariant.parse(bad)
 
 
-def test_two_replica_variant_gets_twice_the_concurrent_load_and_a_scaling_ratio() -> (
-    None
-):
+def test_two_replica_variant_gets_twice_the_concurrent_load_and_a_scaling_ratio() -> None:
     loads = compare.scaled_loads([Load(1000, 256), Load(20, 1)], replicas=2)
     assert [str(load) for load in loads] == ["2000@512", "20@1"]
     servers = {
         "rayvllm+haproxy": {"runs": [run_summary(256, 7000, 100, 20)]},
-        "rayvllm+haproxy+x2": {
-            "runs": [run_summary(512, 13650, 100, 20), run_summary(1, 150, 25, 6)]
-        },
+        "rayvllm+haproxy+x2": {"runs": [run_summary(512, 13650, 100, 20), run_summary(1, 150, 25, 6)]},
     }
     (row,) = compare.scaling(servers)
     assert row["baseline"] == "rayvllm+haproxy" and row["load"] == "10@512"
@@ -348,15 +310,11 @@ def test_thread_cpu_sampler_finds_the_busy_thread_of_a_process_tree() -> None:
     spin += "threading.Thread(target=spin, daemon=True).start()\ntime.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", spin])
     try:
-        sampled = sample_thread_cpu(
-            child.pid, threading.Event(), delay_s=0.5, window_s=1.5
-        )
+        sampled = sample_thread_cpu(child.pid, threading.Event(), delay_s=0.5, window_s=1.5)
     finally:
         child.kill()
     busiest = sampled["busiest_threads"][0]
-    assert (
-        busiest["cpu_share"] > 0.3
-    )  # one spinning thread, on a machine that may be busy
+    assert busiest["cpu_share"] > 0.3  # one spinning thread, on a machine that may be busy
     assert sampled["processes"][0]["pid"] == child.pid
     stopped = threading.Event()
     stopped.set()
@@ -366,9 +324,7 @@ def test_thread_cpu_sampler_finds_the_busy_thread_of_a_process_tree() -> None:
 def test_targets_for_every_single_replica_rayvllm_server_and_a_cpu_row() -> None:
     servers = {
         "vllm": {"runs": [run_summary(256, 8000, 100, 20), run_summary(1, 150, 25, 6)]},
-        "rayvllm+direct": {
-            "runs": [run_summary(256, 7000, 100, 23), run_summary(1, 150, 26, 6)]
-        },
+        "rayvllm+direct": {"runs": [run_summary(256, 7000, 100, 23), run_summary(1, 150, 26, 6)]},
         "rayvllm+direct+x2": {"runs": [run_summary(256, 13000, 100, 23)]},
         "vllm+nice15": {"runs": [run_summary(256, 7000, 100, 23)]},
     }
@@ -378,9 +334,7 @@ def test_targets_for_every_single_replica_rayvllm_server_and_a_cpu_row() -> None
     record = {
         "runs": [{"client_cpu_share": 0.09}],
         "thread_cpu": {
-            "processes": [
-                {"process": "engine-core", "nice": 15, "env": {"OMP_NUM_THREADS": "1"}}
-            ],
+            "processes": [{"process": "engine-core", "nice": 15, "env": {"OMP_NUM_THREADS": "1"}}],
             "busiest_threads": [
                 {
                     "process": "serve-replica",
@@ -396,7 +350,23 @@ def test_targets_for_every_single_replica_rayvllm_server_and_a_cpu_row() -> None
         },
     }
     assert (
-        compare.thread_cpu_row("rayvllm+direct", record)
-        == "| rayvllm+direct | 0.63 | 0.35 | 15 | 1 | 0.09 |"
+        compare.thread_cpu_row("rayvllm+direct", record) == "| rayvllm+direct | 0.63 | 0.35 | 15 | 1 | 0.09 |"
     )
     assert compare.thread_cpu_row("vllm", {"runs": []}) == ""
+
+
+def test_engine_steps_from_two_scrapes_of_the_tokens_per_step_histogram() -> None:
+    from rayvllm.bench.profiling import engine_steps
+
+    before = {"128.0": 5, "256.0": 10, "+Inf": 10, "count": 10, "sum": 2000}
+    # 100 more steps: 80 decode-only (<= 256 tokens), 20 that carried prefill
+    after = {"128.0": 5, "256.0": 90, "+Inf": 110, "count": 110, "sum": 2000 + 80 * 256 + 20 * 2048}
+    steps = engine_steps(before, after, duration_s=2.0, max_num_seqs=256)
+    assert steps == {
+        "steps": 100,
+        "steps_per_s": 50.0,
+        "mean_step_ms": 20.0,
+        "tokens_per_step": 614.4,
+        "share_of_steps_with_prefill": 0.2,
+    }
+    assert "error" in engine_steps(before, before, duration_s=2.0, max_num_seqs=256)

@@ -210,8 +210,9 @@ Usage: {{- include "rayvllm.modelCache.env" .Values.modelCache.mountPath | ninde
 {{- end }}
 
 {{/*
-rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.ingress`, `.throughputOptimized`), read by
-the Serve controller and replicas at start, so every Ray container gets them.
+rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.ingress`, `.throughputOptimized`,
+`.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
+gets them.
 Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
 */}}
 {{- define "rayvllm.serve.env" -}}
@@ -224,6 +225,10 @@ Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
 {{- if .throughputOptimized }}
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED
   value: "1"
+{{- end }}
+{{- if not (kindIs "invalid" .workerNiceness) }}
+- name: RAY_worker_niceness
+  value: {{ .workerNiceness | quote }}
 {{- end }}
 {{- end }}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from rayvllm.bench.servers import (
     VLLM_FLAGS,
     Server,
     ServerError,
+    ServerPlan,
     ServerVariant,
     plan,
     stop_leftover,
@@ -212,23 +214,24 @@ def bench_server(
         print(f"compare: {name} ready after {record['ready_s']}s", file=sys.stderr, flush=True)
         target = Target(server.base_url, scenario.model_name, output_len=scenario.output_len)
         loads = scaled_loads(list(scenario.loads), variant.replicas)
+        run = functools.partial(
+            run_loads, target, label=name, deadline=deadline, client_processes=scenario.client_processes
+        )
+        list(run([], prompts[: scenario.warmup], warmup=scenario.warmup))
+        steps_before = scrape_engine_steps(spec)
         if py_spy_s:
             record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
         cpu_sampler = ThreadCpuSampler(server)
-        for summary in run_loads(
-            target,
-            loads,
-            prompts,
-            warmup=scenario.warmup,
-            label=name,
-            deadline=deadline,
-            client_processes=scenario.client_processes,
-        ):
+        for summary in run(loads, prompts[scenario.warmup :]):
             # Other work on the machine skews a comparison: keep how busy it was right after the load.
             summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
             record["runs"].append(summary)
-            if "thread_cpu" not in record:  # the first load is the one the sampler watched
+            if "thread_cpu" not in record:  # the first load is the one the samplers watched
                 record["thread_cpu"] = cpu_sampler.result()
+                max_num_seqs = int(scenario.engine_args.get("max_num_seqs", 256))
+                record["engine_steps"] = engine_steps_during(
+                    spec, steps_before, summary["duration_s"], max_num_seqs
+                )
     except (ServerError, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
@@ -246,11 +249,37 @@ def scaled_loads(loads: list[Load], replicas: int) -> list[Load]:
             for load in loads]  # fmt: skip
 
 
+def scrape_engine_steps(spec: ServerPlan) -> dict[str, float] | str:
+    """vLLM's tokens-per-step histogram now (once the server's metrics caught up), or why not."""
+    from rayvllm.bench.profiling import scrape_iteration_tokens
+
+    if spec.metrics_url is None:
+        return "this server's engine metrics are not scraped"
+    time.sleep(spec.metrics_lag_s)
+    try:
+        return scrape_iteration_tokens(spec.metrics_url, spec.metric_prefix)
+    except Exception as exc:  # a measurement must never fail the benchmark it watches
+        return f"scraping {spec.metrics_url} failed: {exc!r}"
+
+
+def engine_steps_during(
+    spec: ServerPlan, before: dict[str, float] | str, duration_s: float, max_num_seqs: int
+) -> dict[str, Any]:
+    from rayvllm.bench.profiling import engine_steps
+
+    after = scrape_engine_steps(spec)
+    if isinstance(before, str):
+        return {"error": before}
+    if isinstance(after, str):
+        return {"error": after}
+    return engine_steps(before, after, duration_s, max_num_seqs)
+
+
 class ThreadCpuSampler:
     """CPU per thread of the server's processes during its first load (rayvllm.bench.profiling), in a
     background thread: which thread is the ceiling, and what the engine process inherited."""
 
-    DELAY_S = 20  # past the warm-up and the client processes' start, into the first load
+    DELAY_S = 15  # past the client processes' start (10 s), into the first load
     WINDOW_S = 15
 
     def __init__(self, server: Server):
@@ -521,6 +550,11 @@ def markdown(bundle: dict[str, Any]) -> str:
         ]
         lines += [row for row in cpu_rows if row]
         lines.append("")
+    step_rows = [engine_steps_row(name, record) for name, record in bundle["servers"].items()]
+    if any(step_rows):
+        lines += ["## Engine steps during the first load (vLLM's iteration_tokens_total)", ""]
+        lines += ["| server | steps | steps/s | mean step ms | tokens per step | steps with prefill |"]
+        lines += ["|---|---|---|---|---|---|", *(row for row in step_rows if row), ""]
     if bundle.get("scaling"):
         lines += ["## Two replicas vs one (same endpoint)", ""]
         lines += ["| server | load | output tok/s | one replica | load | output tok/s | ratio |"]
@@ -582,4 +616,15 @@ def thread_cpu_row(name: str, record: dict[str, Any]) -> str:
     return (
         f"| {name} | {busiest(frontend)} | {busiest('engine-core')} | {engine.get('nice', 'n/a')} "
         f"| {engine.get('env', {}).get('OMP_NUM_THREADS', 'unset')} | {report.fmt(client, 2)} |"
+    )
+
+
+def engine_steps_row(name: str, record: dict[str, Any]) -> str:
+    steps = record.get("engine_steps") or {}
+    if "steps" not in steps:
+        return ""
+    return (
+        f"| {name} | {steps['steps']} | {report.fmt(steps['steps_per_s'], 1)} | "
+        f"{report.fmt(steps['mean_step_ms'], 2)} | {report.fmt(steps['tokens_per_step'], 1)} | "
+        f"{report.fmt(steps['share_of_steps_with_prefill'], 3)} |"
     )

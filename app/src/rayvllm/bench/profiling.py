@@ -208,3 +208,50 @@ def sample_thread_cpu(
         for (pid, tid), share in sorted(shares.items(), key=lambda item: -item[1])[:BUSIEST_THREADS]
     ]
     return {"window_s": round(elapsed, 1), "processes": processes, "busiest_threads": threads}
+
+
+# --- engine steps, from the server's own Prometheus metrics ----------------------------------------------
+
+ITERATION_TOKENS = "iteration_tokens_total"  # vLLM's histogram of tokens per engine step
+
+
+def scrape_iteration_tokens(url: str, prefix: str) -> dict[str, float]:
+    """Cumulative bucket counts (`le` -> count), count and sum of vLLM's tokens-per-step histogram,
+    summed over engines and workers."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = prefix + ITERATION_TOKENS
+    totals: dict[str, float] = collections.defaultdict(float)
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name == name + "_bucket":
+                totals[sample.labels["le"]] += sample.value
+            elif sample.name in (name + "_count", name + "_sum"):
+                totals[sample.name.removeprefix(name + "_")] += sample.value
+    return dict(totals)
+
+
+def engine_steps(
+    before: dict[str, float], after: dict[str, float], duration_s: float, max_num_seqs: int
+) -> dict[str, object]:
+    """What the engine did between two scrapes: steps, their mean length and tokens, and the share of steps
+    that carried more tokens than a full decode batch of `max_num_seqs` (the nearest bucket at or below
+    it), that is, prefill."""
+    steps = after.get("count", 0) - before.get("count", 0)
+    if steps <= 0:
+        return {"error": "no engine steps between the scrapes"}
+    tokens = after.get("sum", 0) - before.get("sum", 0)
+    buckets = {
+        float(le): count - before.get(le, 0) for le, count in after.items() if le not in ("count", "sum")
+    }
+    decode_bound = max((le for le in buckets if le <= max_num_seqs), default=None)
+    return {
+        "steps": int(steps),
+        "steps_per_s": round(steps / duration_s, 2),
+        "mean_step_ms": round(1000 * duration_s / steps, 2),
+        "tokens_per_step": round(tokens / steps, 1),
+        "share_of_steps_with_prefill": None
+        if decode_bound is None
+        else round(1 - buckets[decode_bound] / steps, 3),
+    }

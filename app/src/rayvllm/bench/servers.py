@@ -38,8 +38,8 @@ RAYVLLM_FLAGS = {
     "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
     "nostats": "the engine without stat loggers (disable_log_stats): what recording vLLM's metrics into "
     "Ray's metrics costs the replica",
-    "nice0": "RAY_worker_niceness=0: Ray workers (the replica, and the engine process it starts) at the "
-    "niceness bare vLLM runs at, instead of Ray's default of 15",
+    "nice15": "RAY_worker_niceness=15, Ray's default: the replica and the engine process it starts yield to "
+    "every other process (rayvllm runs them at 0)",
     "omp": "OMP_NUM_THREADS as bare vLLM has it (one per physical core) instead of the 1 that Ray gives a "
     "replica and vLLM's engine process inherits",
 }
@@ -81,8 +81,8 @@ class ServerVariant:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         if "haproxy" in self.flags:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-        if "nice0" in self.flags:
-            env["RAY_worker_niceness"] = "0"
+        if "nice15" in self.flags:
+            env["RAY_worker_niceness"] = "15"
         return env
 
     def replica_env(self) -> dict[str, str]:
@@ -112,6 +112,10 @@ class ServerPlan:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # config files written before the start
     endpoint_port: int | None = None  # where to benchmark, when not the port it was started with
+    # Where vLLM's engine metrics are scraped, their name prefix, and how long they lag the engine.
+    metrics_url: str | None = None
+    metric_prefix: str = "vllm:"
+    metrics_lag_s: float = 0
 
 
 def vllm_cli_args(engine_args: dict[str, Any]) -> list[str]:
@@ -193,7 +197,8 @@ def plan(
         if "nice15" in variant.flags:
             command = ["nice", "-n", "15", *command]
         command += ["--host", "127.0.0.1", "--port", str(port), *vllm_cli_args(engine_args)]
-        return ServerPlan(name, command, env=dict(env))
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return ServerPlan(name, command, env=dict(env), metrics_url=metrics_url)
     # Both Ray servers start a fresh local Ray cluster, never join one already running on the machine.
     ray_env = {**env, "RAY_ADDRESS": "local"}
     if variant.base == "rayvllm":
@@ -208,7 +213,8 @@ def plan(
             variant.replicas,
         )
         command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
-        command += ["--port", str(port), "--metrics-port", str(free_port())]
+        metrics_port = free_port()
+        command += ["--port", str(port), "--metrics-port", str(metrics_port)]
         ray_env.update(variant.ray_env())
         endpoint_port = None
         if "direct" in variant.flags:
@@ -217,7 +223,17 @@ def plan(
             ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(endpoint_port)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(endpoint_port + 50)
         files = {str(config_path): yaml.safe_dump(config)}
-        return ServerPlan(name, command, env=ray_env, files=files, endpoint_port=endpoint_port)
+        return ServerPlan(
+            name,
+            command,
+            env=ray_env,
+            files=files,
+            endpoint_port=endpoint_port,
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            metric_prefix="ray_vllm_",
+            # Ray's metrics agent exports every 10 s (metrics_report_interval_ms); wait for one more export.
+            metrics_lag_s=12,
+        )
     if name == "ray_serve_llm":
         command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
         command += ["--model-source", model_dir, "--port", str(port)]
