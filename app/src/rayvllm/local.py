@@ -196,7 +196,7 @@ class LocalStack:
         from rayvllm.app import build_app
 
         # The raylet starts workers at this niceness. Ray's default, 15, makes the replica and its engine
-        # yield to every other process (docs/benchmarks.md: 13% of throughput on 2 cores, streams held back).
+        # yield to every other process (docs/benchmarks.md: 13-15% of throughput on 2 cores).
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
             num_cpus=self.num_cpus,

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from rayvllm.bench import report
-from rayvllm.bench.loadgen import DeadlineExceeded, Load, Target, make_prompts, prompts_needed, run_loads
+from rayvllm.bench.loadgen import (
+    CLIENT_START_S,
+    DeadlineExceeded,
+    Load,
+    Target,
+    make_prompts,
+    prompts_needed,
+    run_loads,
+)
 from rayvllm.bench.presets import PRESETS, Scenario
 from rayvllm.bench.servers import (
     RAYVLLM_FLAGS,
@@ -221,7 +229,7 @@ def bench_server(
         steps_before = scrape_engine_steps(spec)
         if py_spy_s:
             record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
-        cpu_sampler = ThreadCpuSampler(server)
+        cpu_sampler = ThreadCpuSampler(server, CLIENT_START_S if scenario.client_processes > 1 else 0)
         for summary in run(loads, prompts[scenario.warmup :]):
             # Other work on the machine skews a comparison: keep how busy it was right after the load.
             summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
@@ -279,10 +287,10 @@ class ThreadCpuSampler:
     """CPU per thread of the server's processes during its first load (rayvllm.bench.profiling), in a
     background thread: which thread is the ceiling, and what the engine process inherited."""
 
-    DELAY_S = 15  # past the client processes' start (10 s), into the first load
+    DELAY_S = 5  # into the first load, once every stream is under way
     WINDOW_S = 15
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Server, client_start_s: float = 0):
         import threading
 
         from rayvllm.bench.profiling import sample_thread_cpu
@@ -294,7 +302,8 @@ class ThreadCpuSampler:
 
         def sample() -> None:
             try:
-                self._result.update(sample_thread_cpu(pid, self._stop, self.DELAY_S, self.WINDOW_S))
+                delay = client_start_s + self.DELAY_S
+                self._result.update(sample_thread_cpu(pid, self._stop, delay, self.WINDOW_S))
             except Exception as exc:  # a measurement must never fail the benchmark it watches
                 self._result["error"] = repr(exc)
 
@@ -615,7 +624,8 @@ def thread_cpu_row(name: str, record: dict[str, Any]) -> str:
     client = runs[0].get("client_cpu_share")
     return (
         f"| {name} | {busiest(frontend)} | {busiest('engine-core')} | {engine.get('nice', 'n/a')} "
-        f"| {engine.get('env', {}).get('OMP_NUM_THREADS', 'unset')} | {report.fmt(client, 2)} |"
+        f"| {engine['env'].get('OMP_NUM_THREADS', 'unset') if 'env' in engine else 'n/a'} "
+        f"| {report.fmt(client, 2)} |"
     )
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 from rayvllm.bench.metrics import RequestResult, summarize
 
+# Client processes of a split load start together this long after they are spawned, once all have imported.
+CLIENT_START_S = 10
 DEFAULT_TOKEN_ID_RANGE = (100, 40000)  # inside every common vocabulary; the GPU baseline's choice
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _WORDS = ("the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "it")
@@ -305,7 +307,7 @@ def _run_load(
         import multiprocessing
 
         concurrencies = [load.concurrency // shards + (i < load.concurrency % shards) for i in range(shards)]
-        start_at = time.monotonic() + 10  # every process has imported its client by then
+        start_at = time.monotonic() + CLIENT_START_S
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(shards, mp_context=context) as pool:
             futures = [

@@ -136,7 +136,7 @@ def _tree_thread_ticks(root_pid: int) -> tuple[dict[tuple[int, int], int], dict[
             title = " ".join(proc.cmdline()) or proc.name()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        process_names[proc.pid] = _label(title, is_root=proc.pid == root_pid) or title[:60]
+        process_names[proc.pid] = _label(title, is_root=proc.pid == root_pid) or _short_title(title)
         for task in Path(f"/proc/{proc.pid}/task").glob("*"):
             try:
                 stat = (task / "stat").read_text()
@@ -146,6 +146,16 @@ def _tree_thread_ticks(root_pid: int) -> tuple[dict[tuple[int, int], int], dict[
             fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
             ticks[(proc.pid, int(task.name))] = int(fields[11]) + int(fields[12])  # utime, stime
     return ticks, process_names, thread_names
+
+
+def _short_title(title: str) -> str:
+    """`python -m rayvllm serve ...` -> `-m rayvllm`; `python -u .../dashboard/agent.py ...` -> `agent.py`;
+    `.../ray/core/src/ray/raylet/raylet ...` -> `raylet`."""
+    words = title.split()
+    if "-m" in words[:-1]:
+        return "-m " + words[words.index("-m") + 1]
+    scripts = [word for word in words if word.endswith(".py")]
+    return Path(scripts[0] if scripts else words[0]).name if words else title
 
 
 def _process_setup(pid: int) -> dict[str, object]:
