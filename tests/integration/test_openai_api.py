@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psutil
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -130,3 +131,13 @@ def test_health_endpoints(tiny_stack, path: str) -> None:
     import httpx
 
     assert httpx.get(tiny_stack.base_url + path, timeout=30).status_code == 200
+
+
+def test_replica_and_engine_run_at_niceness_zero_not_rays_fifteen(tiny_stack) -> None:
+    # Ray starts workers at niceness 15; the runner asks for 0, so the replica and its engine do not yield
+    # to Ray's daemons (docs/benchmarks.md: 13-15% of CPU throughput).
+    family = psutil.Process(tiny_stack.process.pid).children(recursive=True)
+    titles = {p: " ".join(p.cmdline()) for p in family}
+    serving_prefixes = ("ray::ServeReplica", "VLLM::")
+    serving = {title: p.nice() for p, title in titles.items() if title.startswith(serving_prefixes)}
+    assert serving and set(serving.values()) == {0}, serving
