@@ -275,9 +275,9 @@ def engine_steps_during(
 ) -> dict[str, Any]:
     from rayvllm.bench.profiling import engine_steps
 
-    after = scrape_engine_steps(spec)
     if isinstance(before, str):
         return {"error": before}
+    after = scrape_engine_steps(spec)
     if isinstance(after, str):
         return {"error": after}
     return engine_steps(before, after, duration_s, max_num_seqs)

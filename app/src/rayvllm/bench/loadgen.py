@@ -215,7 +215,9 @@ async def _run(
     label: str,
     deadline: float | None,
     progress: bool = True,
-) -> tuple[list[RequestResult], float]:
+) -> tuple[list[RequestResult], float, float]:
+    """The requests' results, and when the load started and ended (time.monotonic(), which every process
+    of a Linux host shares, so the shares of a split load line up)."""
     import aiohttp
     from tqdm import tqdm
 
@@ -242,15 +244,15 @@ async def _run(
             bar.update(1)
             return result
 
-        start = time.perf_counter()
+        start = time.monotonic()
         try:
             results = await asyncio.wait_for(asyncio.gather(*(one(p) for p in prompts)), time_left)
         except TimeoutError:
             raise DeadlineExceeded(f"{label}: the time budget ran out during the load") from None
         finally:
             bar.close()
-        duration = time.perf_counter() - start
-    return list(results), duration
+        end = time.monotonic()
+    return list(results), start, end
 
 
 def _asyncio_run(coro: Any) -> Any:
@@ -279,13 +281,13 @@ def _run_measured(
     progress: bool = True,
     start_at: float | None = None,
 ) -> tuple[list[RequestResult], float, float, float]:
-    """One client process's share of a load: results, start and end (time.monotonic(), which all processes
-    of a Linux host share) and the CPU seconds the client spent."""
+    """One client process's share of a load: `_run`'s results, start and end, and the CPU seconds the client
+    spent."""
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu, start = _cpu_s(), time.monotonic()
-    results, _ = _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
-    return results, start, time.monotonic(), _cpu_s() - cpu
+    cpu = _cpu_s()
+    results, start, end = _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
+    return results, start, end, _cpu_s() - cpu
 
 
 def _run_load(
@@ -300,8 +302,7 @@ def _run_load(
     prompts and the concurrency, so one Python client's CPU never caps what a fast server can deliver."""
     shards = max(1, min(client_processes, load.concurrency))
     if shards == 1:
-        results, start, end, cpu = _run_measured(target, prompts, load.concurrency, label, deadline)
-        runs = [(results, start, end, cpu)]
+        runs = [_run_measured(target, prompts, load.concurrency, label, deadline)]
     else:
         import concurrent.futures
         import multiprocessing
@@ -318,7 +319,7 @@ def _run_load(
                 for i in range(shards)
             ]  # fmt: skip
             runs = [future.result() for future in futures]
-        results = [result for run in runs for result in run[0]]
+    results = [result for run in runs for result in run[0]]
     start = min(run[1] for run in runs)
     duration = max(run[2] for run in runs) - start
     summary = summarize(results, duration, num_prompts=load.num_prompts, concurrency=load.concurrency)
