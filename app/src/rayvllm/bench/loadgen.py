@@ -215,9 +215,10 @@ async def _run(
     label: str,
     deadline: float | None,
     progress: bool = True,
-) -> tuple[list[RequestResult], float, float]:
-    """The requests' results, and when the load started and ended (time.monotonic(), which every process
-    of a Linux host shares, so the shares of a split load line up)."""
+) -> tuple[list[RequestResult], float, float, float]:
+    """The requests' results, when the load started and ended (time.monotonic(), which every process of a
+    Linux host shares, so the shares of a split load line up), and the CPU seconds this process spent in
+    between (not its imports, which in a freshly spawned client can outlast a short load)."""
     import aiohttp
     from tqdm import tqdm
 
@@ -244,15 +245,15 @@ async def _run(
             bar.update(1)
             return result
 
-        start = time.monotonic()
+        start, cpu = time.monotonic(), _cpu_s()
         try:
             results = await asyncio.wait_for(asyncio.gather(*(one(p) for p in prompts)), time_left)
         except TimeoutError:
             raise DeadlineExceeded(f"{label}: the time budget ran out during the load") from None
         finally:
             bar.close()
-        end = time.monotonic()
-    return list(results), start, end
+        end, cpu = time.monotonic(), _cpu_s() - cpu
+    return list(results), start, end, cpu
 
 
 def _asyncio_run(coro: Any) -> Any:
@@ -281,13 +282,10 @@ def _run_measured(
     progress: bool = True,
     start_at: float | None = None,
 ) -> tuple[list[RequestResult], float, float, float]:
-    """One client process's share of a load: `_run`'s results, start and end, and the CPU seconds the client
-    spent."""
+    """One client process's share of a load, from `_run`, started at `start_at` when given."""
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.monotonic()))
-    cpu = _cpu_s()
-    results, start, end = _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
-    return results, start, end, _cpu_s() - cpu
+    return _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
 
 
 def _run_load(
