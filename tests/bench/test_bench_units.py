@@ -192,6 +192,7 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
     for name, runs in (
         ("vllm", [run_summary(256, 8000, 100, 20)]),
         ("rayvllm", [run_summary(256, 7990, 101, 20)]),
+        ("rayvllm+x2", [run_summary(512, 15000, 102, 21)]),
     ):
         record = {
             "server": name,
@@ -212,6 +213,7 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
     assert list(bundle["servers"]) == [
         "vllm",
         "rayvllm",
+        "rayvllm+x2",
     ]  # the other scenario's file is ignored
     assert bundle["ratios_vs_bare_vllm"]["rayvllm"]["10@256"]["output_throughput"] == pytest.approx(
         0.99875, abs=1e-4
@@ -219,6 +221,8 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
     assert bundle["environment"]["versions"] and "nvidia_smi_query_gpu_name" in bundle["environment"]
     markdown = (out / "compare.md").read_text()
     assert "| rayvllm | 7,990.0 | 0.999 |" in markdown
+    # x2 ran twice the concurrent load: the 10@256 table points to it instead of calling it "not run".
+    assert "| rayvllm+x2 | ran 10@512 instead (see below) |" in markdown
     assert "==== rayvllm" in (out / "server-logs.txt").read_text()
     for png in ("latency.png", "throughput.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -519,9 +519,12 @@ def markdown(bundle: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, record in servers.items():
-            run = _by_load(record["runs"]).get(load)
+            runs = _by_load(record["runs"])
+            run = runs.get(load)
             if run is None:
-                lines.append(f"| {name} | {record['error'] or 'not run'} |||||||||")
+                # A scaled server (x2) ran its own, larger loads: they are in the two-replica table.
+                ran = f"ran {', '.join(runs)} instead (see below)" if runs else "not run"
+                lines.append(f"| {name} | {record['error'] or ran} |||||||||")
                 continue
             ratio = table.get(name, {}).get(load, {})
             delta = ratio.get("ttft_p50_delta_ms")
