@@ -260,6 +260,17 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
     assert int(model["env"]["OMP_NUM_THREADS"]) >= 1
     niced = plan("vllm+nice15", env={}, config_path=tmp_path / "f.yaml", **common)
     assert niced.command[:3] == ["nice", "-n", "15"] and "--served-model-name" in niced.command
+    best = plan("ray_serve_llm+throughput", env={}, config_path=tmp_path / "g.yaml", **common)
+    for switch in (
+        "RAY_SERVE_ENABLE_HA_PROXY",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED",
+        "RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING",
+    ):
+        assert best.env[switch] == "1"
+    assert (
+        "RAY_SERVE_ENABLE_HA_PROXY"
+        not in plan("ray_serve_llm", env={}, config_path=tmp_path / "h", **common).env
+    )
     for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "tgi"):
         with pytest.raises(ValueError):
             ServerVariant.parse(bad)
@@ -374,3 +385,132 @@ def test_engine_steps_from_two_scrapes_of_the_tokens_per_step_histogram() -> Non
         "share_of_steps_with_prefill": 0.2,
     }
     assert "error" in engine_steps(before, before, duration_s=2.0, max_num_seqs=256)
+
+
+def rounds_record(order: int, *rounds: tuple[float, float, float], shares: str | None = None) -> dict:
+    """A server of interleaved mode: per round (tok/s at 10@256, TPOT p50 there, TTFT p50 at 10@1)."""
+    return {
+        "order": order,
+        "shares_server": shares,
+        "rounds": [
+            {
+                "round": i,
+                "started_utc": "t",
+                "runs": [run_summary(256, tok, 100, tpot), run_summary(1, 150, ttft, 6)],
+            }
+            for i, (tok, tpot, ttft) in enumerate(rounds, start=1)
+        ],
+        "runs": [],
+    }
+
+
+def test_interleaved_rounds_pair_each_run_with_the_bare_run_of_its_round() -> None:
+    from rayvllm.bench import interleave
+
+    servers = {
+        # bare vLLM moves 10% between rounds: 8000 to 8800, median 8400
+        "vllm": rounds_record(0, (8000, 20, 20), (8400, 21, 21), (8800, 22, 20)),
+        # 2% below bare in every round: within bare's spread, so no difference
+        "rayvllm+haproxy": rounds_record(1, (7840, 20.4, 20.5), (8232, 21.4, 21.5), (8624, 22.4, 20.5)),
+        # 30% below in every round, and +8 ms TTFT: beyond the spread
+        "rayvllm": rounds_record(2, (5600, 28, 28), (5880, 29, 29), (6160, 31, 28)),
+    }
+    summary = interleave.summarize(servers, ["10@256", "10@1"])
+    high, low = summary["loads"]["10@256"], summary["loads"]["10@1"]
+    bare = high["servers"]["vllm"]["output_throughput"]
+    assert (bare["median"], bare["min"], bare["max"]) == (8400, 8000, 8800)
+    assert high["bare_spread"]["output_throughput"] == pytest.approx(800 / 8400, abs=1e-4)
+    assert low["bare_spread"]["ttft_p50"] == pytest.approx(1.0)
+
+    haproxy = high["vs_bare"]["rayvllm+haproxy"]["output_throughput"]
+    # Pair by pair within a round: 0.98 every time, though the raw values span 7840-8624.
+    assert haproxy["values"] == [0.98, 0.98, 0.98]
+    assert (haproxy["median"], haproxy["min"], haproxy["max"]) == (0.98, 0.98, 0.98)
+    assert haproxy["verdict"] == interleave.NO_DIFFERENCE
+    proxy = high["vs_bare"]["rayvllm"]
+    assert proxy["output_throughput"]["median"] == pytest.approx(0.7)
+    assert proxy["output_throughput"]["verdict"] == "-30.0%: worse, beyond bare's spread"
+    assert proxy["tpot_p50"]["verdict"].endswith("worse, beyond bare's spread")
+    ttft = low["vs_bare"]["rayvllm"]["ttft_p50"]
+    assert (ttft["median"], ttft["min"], ttft["max"]) == (8, 8, 8)
+    assert ttft["verdict"] == "+8.00 ms: worse, beyond bare's spread"
+    assert low["vs_bare"]["rayvllm+haproxy"]["ttft_p50"]["verdict"] == interleave.NO_DIFFERENCE
+
+    table = interleave.ratio_table(summary)
+    goals = {(row["server"], row["metric"]): row["met"] for row in compare.targets(table, ["10@256", "10@1"])}
+    assert goals[("rayvllm+haproxy", "output tok/s vs bare vLLM")] is True
+    assert goals[("rayvllm", "output tok/s vs bare vLLM")] is False
+    assert goals[("rayvllm", "TTFT p50 minus bare vLLM")] is False
+
+
+def test_interleaved_pairs_skip_failed_runs_and_need_two_bare_runs_for_a_spread() -> None:
+    from rayvllm.bench import interleave
+
+    servers = {
+        "vllm": rounds_record(0, (8000, 20, 20), (8400, 21, 21)),
+        "rayvllm": rounds_record(1, (7000, 22, 22), (7200, 22, 22)),
+    }
+    servers["vllm"]["rounds"][1]["runs"][0]["failed"] = 3  # round 2's bare run does not count
+    high = interleave.summarize(servers, ["10@256"])["loads"]["10@256"]
+    assert high["servers"]["vllm"]["rounds"] == [1]
+    assert high["vs_bare"]["rayvllm"]["output_throughput"]["values"] == [0.875]
+    assert high["bare_spread"]["output_throughput"] is None
+    assert high["vs_bare"]["rayvllm"]["output_throughput"]["verdict"].startswith("bare vLLM's spread unknown")
+    assert interleave.verdict(None, 0.1, "ratio", True) == "n/a"
+    assert interleave.verdict(1.05, 0.1, "ratio", False) == interleave.NO_DIFFERENCE
+    assert interleave.verdict(1.15, 0.1, "ratio", True) == "+15.0%: better, beyond bare's spread"
+
+
+def test_share_names_a_direct_endpoint_on_another_server() -> None:
+    from rayvllm.bench import interleave
+
+    assert interleave.parse_share("rayvllm+direct=rayvllm+throughput+haproxy") == (
+        "rayvllm+direct",
+        "rayvllm+throughput+haproxy",
+    )
+    for bad in ("rayvllm+direct", "rayvllm+haproxy=rayvllm", "=rayvllm"):
+        with pytest.raises(ValueError):
+            interleave.parse_share(bad)
+    assert ServerVariant.parse("rayvllm+haproxy").has_direct_ingress
+    assert not ServerVariant.parse("rayvllm").has_direct_ingress
+
+
+def test_interleaved_bundle_reports_rounds_spread_and_cold_starts(tmp_path) -> None:
+    scenario = {"name": "gpu-shared", "loads": ["10@256", "10@1"], "engine_args": {}, "input_len": 1,
+                "output_len": 1, "warmup": 0}  # fmt: skip
+    key = {"scenario": scenario, "model_dir": "/m"}
+    results = tmp_path / "results"
+    records = {
+        "vllm": rounds_record(0, (8000, 20, 20), (8400, 21, 21), (8800, 22, 20)),
+        "rayvllm+throughput+haproxy": rounds_record(
+            1, (7840, 20.4, 20.5), (8232, 21.4, 21.5), (8624, 22, 20)
+        ),
+        "rayvllm+direct": rounds_record(
+            2, (8000, 20, 20), (8400, 21, 21), (8800, 22, 20), shares="rayvllm+throughput+haproxy"
+        ),
+    }
+    for name, record in records.items():
+        record.update(server=name, command=["x"], error=None, log_tail="ok",
+                      environment={"hostname": "h", "gpus": []})  # fmt: skip
+        record["ready_s_starts"] = [190.0, 55.0] if name == "vllm" else [80.0]
+        record["ready_s"] = record["ready_s_starts"][-1]
+        report.write_json(results / f"{name}.json", {**key, **record})
+    out = tmp_path / "out"
+    compare.write_bundle(out, key, results)
+    bundle = json.loads((out / "compare.json").read_text())
+    assert bundle["interleaved"]["rounds_run"] == 3
+    assert bundle["ratios_vs_bare_vllm"]["rayvllm+direct"]["10@256"]["output_throughput"] == 1.0
+    markdown = (out / "compare.md").read_text()
+    assert (
+        "**3 interleaved rounds** (vllm, rayvllm+throughput+haproxy, rayvllm+direct in every round)"
+        in markdown
+    )
+    assert "spread **9.5%**" in markdown
+    assert "| vllm | 3 | 8,400 [8,000-8,800] |" in markdown
+    assert "| rayvllm+direct | 1.000 [1.000-1.000] | no difference measured |" in markdown
+    assert "| vllm | 190.0 then 55.0 (restarted) |" in markdown
+    assert "| rayvllm+direct | (on rayvllm+throughput+haproxy) |" in markdown
+    # every run, in the order it ran: round 1's three servers before round 2's
+    rows = [line for line in markdown.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert [row.split(" | ")[1] for row in rows[:3]] == ["vllm", "vllm", "rayvllm+throughput+haproxy"]
+    assert (out / "interleaved.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,8 @@
 """Compare mode: bare vLLM, rayvllm and Ray Serve LLM, one after the other on one machine, same engine args.
 
+With `--rounds N` (N > 1) the servers run side by side instead, all up at once, and their loads take turns
+for N interleaved rounds: see rayvllm.bench.interleave.
+
 Each server is started, readied with a real completion, benchmarked with the same prompts and loads, and
 stopped by the PID it was started as, before the next starts. Then the transformers `generate` baseline
 runs. Results accumulate in `--work-dir` (one JSON per server), so a comparison can run in phases, for
@@ -34,6 +37,7 @@ from rayvllm.bench.loadgen import (
 )
 from rayvllm.bench.presets import PRESETS, Scenario
 from rayvllm.bench.servers import (
+    RAY_SERVE_LLM_FLAGS,
     RAYVLLM_FLAGS,
     SERVER_NAMES,
     VLLM_FLAGS,
@@ -59,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated servers, run in that order: a subset of %(default)s, and rayvllm variants "
         "named rayvllm+FLAG[+FLAG...] with flags "
         + "; ".join(f"`{flag}`: {what}" for flag, what in RAYVLLM_FLAGS.items())
-        + "; and bare vLLM variants vllm+FLAG with "
-        + "; ".join(f"`{flag}`: {what}" for flag, what in VLLM_FLAGS.items()),
+        + "; bare vLLM variants vllm+FLAG with "
+        + "; ".join(f"`{flag}`: {what}" for flag, what in VLLM_FLAGS.items())
+        + "; and Ray Serve LLM variants ray_serve_llm+FLAG with "
+        + "; ".join(f"`{flag}`: {what}" for flag, what in RAY_SERVE_LLM_FLAGS.items()),
     )
     parser.add_argument(
         "--hf", action=argparse.BooleanOptionalAction, default=True, help="run the transformers baseline"
@@ -84,6 +90,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="record py-spy profiles of the serving processes (API server or proxy and replicas, engine "
         "core) during the first load of each server, bare vLLM included (py-spy must be on PATH)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="N > 1: interleaved mode. Every server is started once and they stay up together (use a preset "
+        "that fits them on one GPU, such as gpu-shared); then N rounds, each running the loads on every "
+        "server "
+        "in --servers order. Reports median, min and max per server and per-round ratios vs bare vLLM",
+    )
+    parser.add_argument(
+        "--share",
+        action="append",
+        metavar="ENDPOINT=SERVER",
+        help="interleaved mode: benchmark the `direct` ENDPOINT (a name in --servers) on SERVER's replica "
+        "port "
+        "instead of starting a server of its own, e.g. rayvllm+direct=rayvllm+throughput+haproxy",
+    )
+    parser.add_argument(
+        "--restart",
+        action="append",
+        metavar="SERVER",
+        help="interleaved mode: start SERVER, stop it and start it again before the rounds; the second ready "
+        "time is the start with warm compile caches",
     )
     parser.add_argument(
         "--time-budget-s",
@@ -128,6 +158,12 @@ def _compare(args: argparse.Namespace) -> int:
         stop_leftover(pidfile)
     model_dir = Path(args.model_dir).resolve() if args.model_dir else scenario.prepare_model(work / "model")
     key = {"scenario": scenario.describe(), "model_dir": str(model_dir)}
+    if args.rounds > 1:
+        from rayvllm.bench import interleave
+
+        failures = interleave.run(args, scenario, servers, str(model_dir), key, work, deadline)
+        print(f"compare: wrote {args.out}/compare.json and compare.md", file=sys.stderr)
+        return 1 if failures else 0
 
     failures = 0
     # The same prompts for every server, token ids so that every prompt is exactly input_len long; enough
@@ -369,7 +405,7 @@ def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any]
     """Per-server records (SERVER_NAMES, then rayvllm variants) and the HF record, of this same scenario."""
     servers, hf = {}, None
     names = [*SERVER_NAMES, "hf"]
-    names += sorted(path.stem for base in ("vllm", "rayvllm") for path in results_dir.glob(f"{base}+*.json"))
+    names += sorted(path.stem for base in SERVER_NAMES for path in results_dir.glob(f"{base}+*.json"))
     for name in names:
         path = results_dir / f"{name}.json"
         if not path.is_file():
@@ -462,8 +498,16 @@ def targets(ratio_table: dict[str, Any], loads: list[str]) -> list[dict[str, Any
 
 def write_bundle(out: Path, key: dict[str, Any], results_dir: Path) -> None:
     servers, hf = load_results(key, results_dir)
-    table = ratios(servers)
     loads = key["scenario"]["loads"]
+    summary = None
+    if any("rounds" in record for record in servers.values()):
+        from rayvllm.bench import interleave
+
+        summary = interleave.summarize(servers, loads)
+        summary["rounds_run"] = max(len(record.get("rounds", [])) for record in servers.values())
+        table = interleave.ratio_table(summary)
+    else:
+        table = ratios(servers)
     goals = targets(table, loads) if table else []
     bundle = {
         "tool": "rayvllm bench compare",
@@ -475,6 +519,8 @@ def write_bundle(out: Path, key: dict[str, Any], results_dir: Path) -> None:
         "targets": goals,
         "scaling": scaling(servers),
     }
+    if summary is not None:
+        bundle["interleaved"] = summary
     logs = {name: rec.pop("log_tail", "") for name, rec in bundle["servers"].items()}
     if bundle["hf_generate"]:
         logs["hf"] = bundle["hf_generate"].pop("log_tail", "")
@@ -483,6 +529,11 @@ def write_bundle(out: Path, key: dict[str, Any], results_dir: Path) -> None:
     (out / "server-logs.txt").write_text(
         "".join(f"==== {name} (last {LOG_TAIL_LINES} lines)\n{text}\n\n" for name, text in logs.items())
     )
+    if summary is not None:
+        from rayvllm.bench import interleave
+
+        interleave.plot(bundle, out)
+        return
     series = {name: rec["runs"] for name, rec in bundle["servers"].items() if rec["runs"]}
     if series:
         report.plot(series, out, f"{key['scenario']['name']} preset")
@@ -510,7 +561,12 @@ def markdown(bundle: dict[str, Any]) -> str:
             "**Warning: these servers ran on different machines; their ratios are not comparable.**",
             "",
         ]
-    for load in scenario["loads"]:
+    interleaved = "interleaved" in bundle
+    if interleaved:
+        from rayvllm.bench import interleave
+
+        lines += interleave.markdown(bundle)
+    for load in [] if interleaved else scenario["loads"]:
         lines += [
             f"## {load} (prompts@concurrency)",
             "",
@@ -543,7 +599,8 @@ def markdown(bundle: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     if bundle["targets"]:
-        lines += ["## Targets (rayvllm vs bare vLLM)", ""]
+        how = ": the median of the pair ratios" if interleaved else ""
+        lines += [f"## Targets (rayvllm vs bare vLLM{how})", ""]
         lines += ["| server | metric | load | target | measured | met |", "|---|---|---|---|---|---|"]
         for row in bundle["targets"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[row["met"]]
@@ -598,11 +655,22 @@ def markdown(bundle: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|")
     for name, record in servers.items():
         load = record["environment"].get("load_average_1m", "n/a")
-        lines.append(f"| {name} | {record['ready_s']} | {load} | `{' '.join(record['command'])}` |")
+        ready = record["ready_s"]
+        if record.get("shares_server"):
+            ready = f"(on {record['shares_server']})"
+        elif len(record.get("ready_s_starts") or []) > 1:
+            ready = " then ".join(str(s) for s in record["ready_s_starts"]) + " (restarted)"
+        lines.append(f"| {name} | {ready} | {load} | `{' '.join(record['command'])}` |")
     lines.append("")
     lines.append(
         "Ready times are start to first served token, in run order: the first server also fills the "
         "compile caches that the later ones reuse."
+        + (
+            " A restarted server's second start is the one with warm caches. In interleaved mode the "
+            "servers started one at a time, each with the earlier ones up and idle on the GPU."
+            if interleaved
+            else ""
+        )
     )
     return "\n".join(lines) + "\n"
 

@@ -295,6 +295,7 @@ def _run_load(
     label: str,
     deadline: float | None,
     client_processes: int,
+    client_start_s: float = CLIENT_START_S,
 ) -> dict[str, Any]:
     """One load, from this process or split over `client_processes` processes, each with its share of the
     prompts and the concurrency, so one Python client's CPU never caps what a fast server can deliver."""
@@ -306,7 +307,7 @@ def _run_load(
         import multiprocessing
 
         concurrencies = [load.concurrency // shards + (i < load.concurrency % shards) for i in range(shards)]
-        start_at = time.monotonic() + CLIENT_START_S
+        start_at = time.monotonic() + client_start_s
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(shards, mp_context=context) as pool:
             futures = [
@@ -336,6 +337,7 @@ def run_loads(
     label: str = "",
     deadline: float | None = None,
     client_processes: int = 1,
+    client_start_s: float = CLIENT_START_S,
 ) -> Iterator[dict[str, Any]]:
     """Run each load in turn, yielding its summary as soon as it is done.
 
@@ -350,7 +352,9 @@ def run_loads(
     for load in loads:
         chosen = prompts[offset : offset + load.num_prompts]
         offset += load.num_prompts
-        yield _run_load(target, chosen, load, f"{label} {load}".strip(), deadline, client_processes)
+        yield _run_load(
+            target, chosen, load, f"{label} {load}".strip(), deadline, client_processes, client_start_s
+        )
 
 
 def default_api_key() -> str | None:

@@ -3,12 +3,18 @@
 - `gpu`: the performance issue's scenario. The Llama-3.1-8B shape (`configs/llama-3.1-8b.json`, the public
   config values) with random weights (`load_format=dummy`), bf16, max_model_len 4096; 512 tokens in and
   256 out with ignore_eos; 1000 prompts at concurrency 256, then 20 at concurrency 1.
+- `gpu-shared`: the `gpu` scenario for interleaved rounds with every server on one GPU at once
+  (`compare --rounds`): each engine gets the same fixed KV cache, 25 GiB (12,800 blocks of 16 tokens; the
+  1000@256 load needs at most 256 x 768 tokens = 12,288 blocks of the 8B shape's 128 KiB per token), and
+  checks for 30% of the GPU free at its start, so three 8B engines fit on one H200; 10 prompts at c=1
+  instead of 20, so that three rounds of four endpoints fit in one developer's GPU time.
 - `cpu`: the same comparison on CPU with the tiny random Llama; its ratio is a regression figure of the
   serving layer's overhead, not of model speed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -16,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rayvllm.bench.loadgen import Load
+from rayvllm.bench.loadgen import CLIENT_START_S, Load
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,8 @@ class Scenario:
     hf_dtype: str = "bfloat16"
     # Client processes per load: one Python client reads about 10k SSE events/s at most.
     client_processes: int = 1
+    # Split client processes start together this long after they are spawned (their imports must fit).
+    client_start_s: float = CLIENT_START_S
     # Rough wall time of each step (a server name, or "hf"), for --time-budget-s; not part of the
     # scenario that must match between phases.
     step_estimate_s: dict[str, float] = field(default_factory=dict)
@@ -58,7 +66,7 @@ class Scenario:
             return directory  # built by an earlier phase of this run
         shutil.rmtree(directory, ignore_errors=True)
         build_tiny_llama(directory)
-        if self.name == "gpu":
+        if self.name.startswith("gpu"):
             # The 8B shape with the tiny tokenizer: ids it lacks decode to nothing, which vLLM accepts.
             # Weights are random (load_format=dummy), so the tiny weights and generation config go.
             (directory / "model.safetensors").unlink()
@@ -69,27 +77,43 @@ class Scenario:
         return directory
 
 
+GPU = Scenario(
+    name="gpu",
+    model_name="llama-3.1-8b-dummy",
+    engine_args={
+        "dtype": "bfloat16",
+        "max_model_len": 4096,
+        "load_format": "dummy",
+        "gpu_memory_utilization": 0.9,
+        "max_num_seqs": 256,
+    },
+    input_len=512,
+    output_len=256,
+    loads=(Load(1000, 256), Load(20, 1)),
+    warmup=8,
+    token_id_range=(100, 40000),
+    client_processes=4,
+    ready_timeout_s=900,
+    # Seen on an H100: start 95 s warm (200 s with cold compile caches; Ray Serve LLM 141-171 s),
+    # 1000@256 in 31 s (75 s for Ray Serve LLM), 20@1 in 35 s; transformers 1-2 min.
+    step_estimate_s={"vllm": 300, "rayvllm": 240, "ray_serve_llm": 280, "hf": 150},
+)
+
 PRESETS = {
-    "gpu": Scenario(
-        name="gpu",
-        model_name="llama-3.1-8b-dummy",
+    "gpu": GPU,
+    "gpu-shared": dataclasses.replace(
+        GPU,
+        name="gpu-shared",
         engine_args={
-            "dtype": "bfloat16",
-            "max_model_len": 4096,
-            "load_format": "dummy",
-            "gpu_memory_utilization": 0.9,
-            "max_num_seqs": 256,
+            **GPU.engine_args,
+            # vLLM's start-up check asks for this share of the GPU free; the KV cache is fixed below.
+            "gpu_memory_utilization": 0.3,
+            "kv_cache_memory_bytes": 25 * 2**30,
         },
-        input_len=512,
-        output_len=256,
-        loads=(Load(1000, 256), Load(20, 1)),
-        warmup=8,
-        token_id_range=(100, 40000),
-        client_processes=4,
-        ready_timeout_s=900,
-        # Seen on an H100: start 95 s warm (200 s with cold compile caches; Ray Serve LLM 141-171 s),
-        # 1000@256 in 31 s (75 s for Ray Serve LLM), 20@1 in 35 s; transformers 1-2 min.
-        step_estimate_s={"vllm": 300, "rayvllm": 240, "ray_serve_llm": 280, "hf": 150},
+        loads=(Load(1000, 256), Load(10, 1)),
+        client_start_s=5,  # 16 cores: four clients import in about 2 s
+        # One endpoint's round: 1000@256 in 31-45 s, 10@1 in 18 s, warm-up and client start.
+        step_estimate_s={**GPU.step_estimate_s, "round": 75},
     ),
     "cpu": Scenario(
         name="cpu",

@@ -53,7 +53,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "versions": versions,
-        "git_commit": _command_output("git", "rev-parse", "HEAD"),
+        # A copy without .git (the offline GPU host) names its commit in RAYVLLM_GIT_COMMIT.
+        "git_commit": os.environ.get("RAYVLLM_GIT_COMMIT") or _command_output("git", "rev-parse", "HEAD"),
     }
 
 

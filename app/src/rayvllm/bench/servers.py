@@ -48,7 +48,16 @@ RAYVLLM_FLAGS = {
 VLLM_FLAGS = {
     "nice15": "bare vLLM under `nice -n 15`, the niceness Ray gives its workers (RAY_worker_niceness)",
 }
-FLAGS = {"vllm": VLLM_FLAGS, "rayvllm": RAYVLLM_FLAGS, "ray_serve_llm": {}}
+RAY_SERVE_LLM_FLAGS = {
+    "throughput": "the high-throughput configuration of Ray's docs for Ray Serve LLM (2.56+): "
+    "RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1, RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING=1 "
+    "(HAProxy forwards straight to the LLMServer replica, no OpenAiIngress hop) and "
+    "VLLM_USE_RAY_V2_EXECUTOR_BACKEND=1",
+}
+# HAProxy asks for about 2.5 descriptors per connection at start and exits where it cannot raise the limit
+# (20,000 on the GPU host and in CI): the chart's serve.haproxy.maxConnections.
+HAPROXY_MAXCONN = "4000"
+FLAGS = {"vllm": VLLM_FLAGS, "rayvllm": RAYVLLM_FLAGS, "ray_serve_llm": RAY_SERVE_LLM_FLAGS}
 
 
 @dataclass(frozen=True)
@@ -75,12 +84,26 @@ class ServerVariant:
     def replicas(self) -> int:
         return 2 if "x2" in self.flags else 1
 
+    @property
+    def has_direct_ingress(self) -> bool:
+        """Whether Serve gives the replicas their own HTTP servers (what HAProxy forwards to)."""
+        return bool({"throughput", "haproxy", "direct"} & set(self.flags))
+
     def ray_env(self) -> dict[str, str]:
-        env = {}
+        env: dict[str, str] = {}
+        if self.base == "ray_serve_llm":
+            if "throughput" in self.flags:
+                env.update(RAY_SERVE_ENABLE_HA_PROXY="1", RAY_SERVE_THROUGHPUT_OPTIMIZED="1")
+                env["RAY_SERVE_HAPROXY_MAXCONN"] = os.environ.get(
+                    "RAY_SERVE_HAPROXY_MAXCONN", HAPROXY_MAXCONN
+                )
+                env.update(RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING="1", VLLM_USE_RAY_V2_EXECUTOR_BACKEND="1")
+            return env
         if "throughput" in self.flags or "direct" in self.flags:
             env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         if "haproxy" in self.flags:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+            env["RAY_SERVE_HAPROXY_MAXCONN"] = os.environ.get("RAY_SERVE_HAPROXY_MAXCONN", HAPROXY_MAXCONN)
         if "nice15" in self.flags:
             env["RAY_worker_niceness"] = "15"
         return env
@@ -112,6 +135,9 @@ class ServerPlan:
     env: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # config files written before the start
     endpoint_port: int | None = None  # where to benchmark, when not the port it was started with
+    # The first replica's own direct-ingress HTTP port, where Serve gives replicas one (throughput profile,
+    # HAProxy): the `direct` endpoint, also when it is benchmarked on another variant's server.
+    direct_port: int | None = None
     # Where vLLM's engine metrics are scraped, their name prefix, and how long they lag the engine.
     metrics_url: str | None = None
     metric_prefix: str = "vllm:"
@@ -216,12 +242,13 @@ def plan(
         metrics_port = free_port()
         command += ["--port", str(port), "--metrics-port", str(metrics_port)]
         ray_env.update(variant.ray_env())
-        endpoint_port = None
-        if "direct" in variant.flags:
+        direct_port = None
+        if variant.has_direct_ingress:
             # Serve hands replicas direct-ingress ports from this range; the first replica gets its start.
-            endpoint_port = free_port_range(50)
-            ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(endpoint_port)
-            ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(endpoint_port + 50)
+            direct_port = free_port_range(50)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct_port)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct_port + 50)
+        endpoint_port = direct_port if "direct" in variant.flags else None
         files = {str(config_path): yaml.safe_dump(config)}
         return ServerPlan(
             name,
@@ -229,12 +256,14 @@ def plan(
             env=ray_env,
             files=files,
             endpoint_port=endpoint_port,
+            direct_port=direct_port,
             metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
             metric_prefix="ray_vllm_",
             # Ray's metrics agent exports every 10 s (metrics_report_interval_ms); wait for one more export.
             metrics_lag_s=12,
         )
-    if name == "ray_serve_llm":
+    if variant.base == "ray_serve_llm":
+        ray_env.update(variant.ray_env())
         command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
         command += ["--model-source", model_dir, "--port", str(port)]
         command += ["--engine-kwargs", json.dumps(engine_args)]
@@ -378,6 +407,9 @@ class Server:
         if self.pidfile:
             self.pidfile.unlink(missing_ok=True)
         wait_port_free(self.port)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int) -> str:
         try:
