@@ -4,6 +4,9 @@
 #                                                                   with its staging modules at their release)
 #   kuberay-operator                                               (github.com/ray-project/kuberay/ray-operator)
 #   kwok                                                           (sigs.k8s.io/kwok/cmd/kwok)
+#   kubelet, kube-proxy                                            (the real-pod node, same `go build` as above)
+#   coredns                                                        (github.com/coredns/coredns)
+#   pause                                                          (k8s.io/kubernetes build/pause, static C)
 # and fetch the modules whose CRDs the test installs (KubeRay's, the Prometheus Operator's, the Gateway API's).
 # Output: ${RAYVLLM_CACHE:-~/.cache/rayvllm}/cluster/<key>/bin, where <key> hashes the pins, the go.mod/go.sum and
 # the Go version, so a change of any builds into a new folder. A stamp there makes a rerun a no-op.
@@ -15,6 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 kubernetes_version=v1.35.4  # also in k8s/go.mod; the staging modules are its v0.35.4
 kuberay_version=v1.6.0      # the RayService CRDs the chart targets (tools/schemas.py reads the same module)
 kwok_version=v0.8.0         # the newest on the proxy; needs go >= 1.26
+coredns_version=v1.14.7
 prometheus_operator_version=v0.85.0
 gateway_api_version=v1.4.1  # NewClusterWithIncrementalUpgrade routes through a Gateway
 crd_modules=(
@@ -22,12 +26,12 @@ crd_modules=(
   "github.com/prometheus-operator/prometheus-operator@$prometheus_operator_version"
   "sigs.k8s.io/gateway-api@$gateway_api_version"
 )
-build_format=1  # bump when the way the binaries are built changes
+build_format=2  # bump when the way the binaries are built changes
 
 command -v go >/dev/null || { echo "cluster-build: the Go toolchain (go) is not on PATH" >&2; exit 1; }
 export GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
-key=$(echo "$build_format $kuberay_version $kwok_version $(go env GOVERSION)" |
+key=$(echo "$build_format $kuberay_version $kwok_version $coredns_version $(go env GOVERSION)" |
   cat - "$here/k8s/go.mod" "$here/k8s/go.sum" | sha256sum | cut -c1-12)
 bin=${RAYVLLM_CACHE:-$HOME/.cache/rayvllm}/cluster/$key/bin
 if [[ ${1:-} == --print ]]; then echo "$bin"; exit 0; fi
@@ -60,7 +64,9 @@ build_kubernetes() {
     go.etcd.io/etcd/server/v3 \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler)
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy)
   mv "$bin/server" "$bin/etcd"  # `go build` names it after its package path, less the /v3
 }
 
@@ -75,7 +81,24 @@ build_kwok() {
     "sigs.k8s.io/kwok/cmd/kwok@$kwok_version"
 }
 
-step kubernetes "etcd + kube-apiserver/controller-manager/scheduler $kubernetes_version" build_kubernetes
+# CoreDNS's go.mod has no `replace` either; the real-pod node resolves Service names through it.
+build_coredns() {
+  GOBIN=$bin go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version"
+}
+
+# The sandbox ("pause") image's binary, from the same Kubernetes module: no image can be pulled here.
+build_pause() {
+  local src
+  src=$(cd "$here/k8s" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+  command -v cc >/dev/null || { echo "cluster-build: no C compiler (cc) for pause" >&2; exit 1; }
+  cc -Os -static -Wall -Werror -DVERSION=v3.10-rayvllm -o "$bin/pause" "$src"
+  strip "$bin/pause"
+}
+
+step kubernetes "etcd + kube-apiserver/controller-manager/scheduler + kubelet/kube-proxy $kubernetes_version" \
+  build_kubernetes
+step coredns "coredns $coredns_version" build_coredns
+step pause "pause (static)" build_pause
 step kuberay "kuberay-operator $kuberay_version" build_kuberay
 step kwok "kwok $kwok_version" build_kwok
 for module in "${crd_modules[@]}"; do
