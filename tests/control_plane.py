@@ -1,9 +1,12 @@
-"""A real Kubernetes control plane on loopback, for the real-cluster tests.
+"""A real Kubernetes control plane on loopback, for the real-cluster and the real-pod tests.
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the KubeRay operator and KWOK (which plays the
-kubelets of the simulated nodes), built by tools/cluster/build.sh into a cache outside the clone. Everything
-listens on free loopback ports; every process is started here and stopped by its PID in `stop`. CRDs and
-KWOK's stages are read from the Go module cache, never from copies in the repo.
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the KubeRay operator and, for tests/cluster,
+KWOK (which plays the kubelets of the simulated nodes), built by tools/cluster/build.sh into a cache outside
+the clone. Everything listens on free loopback ports; every process is started here and stopped by its PID in
+`stop`. CRDs and KWOK's stages are read from the Go module cache, never from copies in the repo.
+
+tests/pods starts the same plane inside its own network namespace (`PodNetwork`): there the API server also
+listens on the node's address, so that pods reach it through the `kubernetes` Service.
 """
 
 from __future__ import annotations
@@ -52,6 +55,18 @@ KWOK_STAGES = [
 ]
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node=fake"
 STARTUP_TIMEOUT_S = 240.0
+KWOK_SERVICE_CIDR = "10.96.0.0/16"  # KWOK's pods run nothing, so their addresses are never reached
+
+
+@dataclass(frozen=True)
+class PodNetwork:
+    """Where a plane for real pods listens: all inside the test's network namespace, in 198.18.0.0/15."""
+
+    node_ip: str  # the API server's advertised address, which pods reach
+    service_cidr: str
+    kubernetes_service_ip: str  # the first address of service_cidr: the `kubernetes` Service
+
+
 STOP_TIMEOUT_S = 20.0
 
 T = TypeVar("T")
@@ -153,8 +168,9 @@ class Credentials:
     service_account_public_key: Path
 
 
-def make_credentials(directory: Path) -> Credentials:
-    """A CA, and the pairs it signs, written to `directory`."""
+def make_credentials(directory: Path, extra_ips: tuple[str, ...] = ()) -> Credentials:
+    """A CA, and the pairs it signs, written to `directory`; the API server's certificate also names
+    `extra_ips` (the addresses pods reach it at)."""
     ca_key = _new_key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rayvllm-test-ca")])
     ca = _certificate(ca_name, ca_key, None, [x509.BasicConstraints(ca=True, path_length=None)])
@@ -166,7 +182,10 @@ def make_credentials(directory: Path) -> Credentials:
         (ca_name, ca_key),
         [
             x509.SubjectAlternativeName(
-                [*map(x509.DNSName, names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    *map(x509.DNSName, names),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", *extra_ips)),
+                ]
             )
         ],
     )
@@ -298,6 +317,7 @@ class ControlPlane:
     workdir: Path
     kubeconfig: Path
     kube: Kube
+    credentials: Credentials
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
@@ -358,15 +378,22 @@ def _start_etcd(plane: ControlPlane, bin_dir: Path) -> str:
 
 
 def _start_apiserver(
-    plane: ControlPlane, bin_dir: Path, credentials: Credentials, etcd: str, port: int
+    plane: ControlPlane,
+    bin_dir: Path,
+    credentials: Credentials,
+    etcd: str,
+    port: int,
+    network: PodNetwork | None,
 ) -> None:
+    # Inside the pod network it listens on every address of the namespace, and advertises the node's.
+    bind, advertise = ("0.0.0.0", network.node_ip) if network else ("127.0.0.1", "127.0.0.1")
     plane.start(
         "kube-apiserver",
         [
             str(bin_dir / "kube-apiserver"),
             f"--etcd-servers={etcd}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={bind}",
+            f"--advertise-address={advertise}",
             f"--secure-port={port}",
             f"--tls-cert-file={credentials.serving_cert}",
             f"--tls-private-key-file={credentials.serving_key}",
@@ -374,7 +401,7 @@ def _start_apiserver(
             f"--service-account-key-file={credentials.service_account_public_key}",
             f"--service-account-signing-key-file={credentials.service_account_key}",
             "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-cluster-ip-range={network.service_cidr if network else KWOK_SERVICE_CIDR}",
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
@@ -517,23 +544,28 @@ def _create_nodes(plane: ControlPlane) -> list[str]:
     return names
 
 
-def start_control_plane(workdir: Path) -> ControlPlane:
-    """Start everything, in dependency order; on any failure stop what started and re-raise."""
+def start_control_plane(workdir: Path, network: PodNetwork | None = None) -> ControlPlane:
+    """Start everything, in dependency order; on any failure stop what started and re-raise.
+
+    Without `network`: KWOK and its simulated node pools (tests/cluster). With it: no KWOK, since a real
+    kubelet registers its own node (tests/pods)."""
     bin_dir = cluster_bin_dir()
-    credentials = make_credentials(workdir)
+    extra_ips = (network.node_ip, network.kubernetes_service_ip) if network else ()
+    credentials = make_credentials(workdir, extra_ips)
     port = free_port()
     server = f"https://127.0.0.1:{port}"
     kubeconfig = workdir / "kubeconfig"
     write_kubeconfig(kubeconfig, server, credentials)
-    plane = ControlPlane(workdir, kubeconfig, Kube(server, credentials))
+    plane = ControlPlane(workdir, kubeconfig, Kube(server, credentials), credentials)
     try:
         etcd = _start_etcd(plane, bin_dir)
-        _start_apiserver(plane, bin_dir, credentials, etcd, port)
+        _start_apiserver(plane, bin_dir, credentials, etcd, port, network)
         _start_controllers(plane, bin_dir, credentials)
         _install_crds(plane.kube)
         _start_kuberay(plane, bin_dir)
-        _start_kwok(plane, bin_dir)
-        _create_nodes(plane)
+        if network is None:
+            _start_kwok(plane, bin_dir)
+            _create_nodes(plane)
         plane.check_running()
     except BaseException:
         plane.stop()

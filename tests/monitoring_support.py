@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[1]
+HERE = REPO / "tests" / "monitoring"
 CHART = REPO / "charts" / "rayvllm"
 DASHBOARDS = REPO / "dashboards"
 RUNBOOKS = REPO / "docs" / "runbooks"
