@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,7 @@ def pod_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodCluster
     finally:
         for name in NetworkNamespace.pod_namespaces() - pod_namespaces_before:
             problems.append(f"pod network namespace left: {name}")
-            os.system(f"ip netns delete {name}")
+            subprocess.run(["ip", "netns", "delete", name], check=False)
         netns.delete()
     assert not problems, problems
 
