@@ -89,7 +89,8 @@ def start_stack(
             raise TimeoutError(f"rayvllm serve not ready within {timeout_s}s; log: {log}") from None
         if line is None:
             raise RuntimeError(f"rayvllm serve exited with {process.wait()} before ready; log: {log}")
-        if line.startswith("rayvllm ready"):
+        # Not startswith: Ray's log monitor shares the pipe and can leave its last line without a newline.
+        if "rayvllm ready in " in line:
             break
     # Everything the runner started, so teardown can prove none of it outlives the stop.
     stack.descendants = psutil.Process(process.pid).children(recursive=True)
