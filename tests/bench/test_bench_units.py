@@ -11,7 +11,7 @@ from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed
 from rayvllm.bench.metrics import RequestResult, distribution_ms, summarize
 from rayvllm.bench.presets import PRESETS
 from rayvllm.bench.profiling import summarize as summarize_profile
-from rayvllm.bench.servers import ServerVariant, plan, vllm_cli_args
+from rayvllm.bench.servers import HAPROXY_FIXED_PORTS, ServerVariant, plan, vllm_cli_args
 
 
 def request(ttft: float, e2e: float, tokens: int, *, usage: bool = True) -> RequestResult:
@@ -271,6 +271,12 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
         "RAY_SERVE_ENABLE_HA_PROXY"
         not in plan("ray_serve_llm", env={}, config_path=tmp_path / "h", **common).env
     )
+    # Two HAProxy clusters on one machine (interleaved rounds) bind none of Serve's fixed ports twice.
+    haproxied = (spec, best)
+    ports = [int(s.env[name]) for s in haproxied for name in HAPROXY_FIXED_PORTS]
+    ports += [int(s.env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) for s in haproxied]
+    assert len(set(ports)) == len(ports) and not {8404, 9101, 8500, 9500, 30000} & set(ports)
+    assert not set(HAPROXY_FIXED_PORTS) & set(direct.env)  # no HAProxy, none needed
     for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "tgi"):
         with pytest.raises(ValueError):
             ServerVariant.parse(bad)

@@ -57,6 +57,15 @@ RAY_SERVE_LLM_FLAGS = {
 # HAProxy asks for about 2.5 descriptors per connection at start and exits where it cannot raise the limit
 # (20,000 on the GPU host and in CI): the chart's serve.haproxy.maxConnections.
 HAPROXY_MAXCONN = "4000"
+# Ports every Serve cluster with HAProxy binds at fixed defaults (stats 8404, metrics 9101, the fallback
+# Python proxy 8500 and 9500), HAProxy without SO_REUSEPORT: a second such cluster on the machine, as in
+# interleaved rounds, would fail to bind them. Each HAProxy server gets free ones instead.
+HAPROXY_FIXED_PORTS = (
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
 FLAGS = {"vllm": VLLM_FLAGS, "rayvllm": RAYVLLM_FLAGS, "ray_serve_llm": RAY_SERVE_LLM_FLAGS}
 
 
@@ -87,7 +96,7 @@ class ServerVariant:
     @property
     def has_direct_ingress(self) -> bool:
         """Whether Serve gives the replicas their own HTTP servers (what HAProxy forwards to)."""
-        return bool({"throughput", "haproxy", "direct"} & set(self.flags))
+        return self.base == "rayvllm" and bool({"throughput", "haproxy", "direct"} & set(self.flags))
 
     def ray_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -248,6 +257,7 @@ def plan(
             direct_port = free_port_range(50)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct_port)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct_port + 50)
+        ray_env.update(haproxy_ports_env(ray_env))
         endpoint_port = direct_port if "direct" in variant.flags else None
         files = {str(config_path): yaml.safe_dump(config)}
         return ServerPlan(
@@ -264,6 +274,12 @@ def plan(
         )
     if variant.base == "ray_serve_llm":
         ray_env.update(variant.ray_env())
+        if "throughput" in variant.flags:
+            # The replicas' own ports, apart from those of any other Serve cluster on the machine.
+            first = free_port_range(50)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
+            ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + 50)
+        ray_env.update(haproxy_ports_env(ray_env))
         command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
         command += ["--model-source", model_dir, "--port", str(port)]
         command += ["--engine-kwargs", json.dumps(engine_args)]
@@ -276,6 +292,13 @@ def plan(
             command.append("--no-dashboard")
         return ServerPlan(name, command, env=ray_env)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
+
+
+def haproxy_ports_env(env: dict[str, str]) -> dict[str, str]:
+    """Free ports for HAPROXY_FIXED_PORTS where `env` turns HAProxy on."""
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return {}
+    return {name: str(free_port()) for name in HAPROXY_FIXED_PORTS}
 
 
 # Ports handed out by free_port: above Ray's worker ports (10002-19999) and below both Serve's direct-ingress
