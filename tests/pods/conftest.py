@@ -48,9 +48,9 @@ def pod_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodCluster
     netns = NetworkNamespace(f"rayvllm-pods-{os.getpid()}")
     workdir = tmp_path_factory.mktemp("pods")
     pod_namespaces_before = NetworkNamespace.pod_namespaces()
-    netns.create()
     problems: list[str] = []
     try:
+        netns.create()  # inside the try: a half-made namespace is deleted too
         with netns.entered():
             start = time.monotonic()
             plane = start_control_plane(workdir, NETWORK)
@@ -59,10 +59,15 @@ def pod_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodCluster
                 cluster.timings["cluster_start_s"] = time.monotonic() - start
                 yield cluster
             finally:
+                containers = []
+                if "cluster" in locals():
+                    if cluster.node.tasks():  # only when a test failed before `helm uninstall`
+                        cluster.remove_pods()
+                    containers = [*cluster.node.task_processes(), *cluster.node.shims()]
                 survivors = plane.stop()
                 problems += [f"survived SIGKILL: {name}" for name in survivors]
                 node_dir = workdir / "node"
-                leftover = wait_gone(cluster.node.shims()) if "cluster" in locals() else []
+                leftover = wait_gone(containers)
                 problems += [f"container process survived: {p.pid}" for p in leftover]
                 unmount_under(node_dir, Path("/run") / f"rayvllm-pods-{os.getpid()}")
     finally:

@@ -1,10 +1,10 @@
 """A real Kubernetes node on this machine: containerd with runc, the CNI bridge, kubelet, kube-proxy and
 CoreDNS, all in a network namespace that the test creates, beside the control plane of control_plane.py.
 
-Addresses come from 198.18.0.0/15, the range reserved for benchmarks: the node is 198.18.0.1 (a dummy
-interface, which is also the namespace's default route, so nothing can leave it), pods get 198.18.1.0/24 on a
-bridge, and Services 198.19.0.0/16. The test's own process enters the namespace (one thread, `setns`), so its
-clients and every process it starts talk to addresses inside it only.
+Addresses come from 198.18.0.0/15, the range reserved for benchmarks: the node is 198.18.0.1 (a bridge
+with no ports, which is also the namespace's default route, so nothing can leave it), pods get 198.18.1.0/24
+on a bridge, and Services 198.19.0.0/16. The test's own process enters the namespace (one thread, `setns`),
+so its clients and every process it starts talk to addresses inside it only.
 
 The images come from tools/pods/build-image.sh (no registry can be reached): the sandbox image is a `pause`
 compiled from Kubernetes' source, and containerd is pointed at it. The node advertises `nvidia.com/gpu`
@@ -84,10 +84,11 @@ class NetworkNamespace:
     def create(self) -> None:
         _ip("netns", "add", self.name)
         _ip("-n", self.name, "link", "set", "lo", "up")
-        _ip("-n", self.name, "link", "add", "node0", "type", "dummy")
+        # A bridge with no ports stands in for the node's NIC: this kernel has no dummy driver.
+        _ip("-n", self.name, "link", "add", "node0", "type", "bridge")
         _ip("-n", self.name, "address", "add", f"{NETWORK.node_ip}/32", "dev", "node0")
         _ip("-n", self.name, "link", "set", "node0", "up")
-        # kubelet and kube-proxy want a default route; into a dummy device, traffic goes nowhere.
+        # kubelet and kube-proxy want a default route; into a portless bridge, traffic goes nowhere.
         _ip("-n", self.name, "route", "add", "default", "dev", "node0")
         for key, value in {
             "net.ipv4.ip_forward": "1",
@@ -138,6 +139,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   path = "{workdir / "containerd-opt"}"
 [{cri}]
   sandbox_image = "localhost/pause:rayvllm"
+  # This VM grants root no CAP_SYS_RESOURCE, so kubelet's negative oom_score_adj (-998 for a sandbox) would
+  # fail runc's init; clamp it to containerd's own, as rootless nodes do.
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
 [{cri}.containerd]
   snapshotter = "overlayfs"
@@ -175,7 +179,7 @@ def _cni_config(workdir: Path) -> dict[str, object]:
     }
 
 
-def _kubelet_config(plane: ControlPlane, run_dir: Path) -> dict[str, object]:
+def _kubelet_config(plane: ControlPlane, workdir: Path, run_dir: Path) -> dict[str, object]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -198,6 +202,7 @@ def _kubelet_config(plane: ControlPlane, run_dir: Path) -> dict[str, object]:
         "clusterDomain": "cluster.local",
         "clusterDNS": [NETWORK.node_ip],
         "resolvConf": str(plane.workdir / "resolv.conf"),
+        "podLogsDir": str(workdir / "pod-logs"),  # not the host's /var/log/pods
         # A rotated API-key Secret reaches its volume within seconds, not the default minute.
         "syncFrequency": "10s",
         "configMapAndSecretChangeDetectionStrategy": "Watch",
@@ -269,6 +274,14 @@ class Node:
     def tasks(self) -> list[str]:
         return [line.split()[0] for line in self.ctr("tasks", "list").splitlines()[1:] if line.strip()]
 
+    def task_processes(self) -> list[psutil.Process]:
+        """Each container's first process: killing it ends its PID namespace, and the container with it."""
+        found = []
+        for line in self.ctr("tasks", "list").splitlines()[1:]:
+            with suppress(psutil.NoSuchProcess, IndexError, ValueError):
+                found.append(psutil.Process(int(line.split()[1])))
+        return found
+
     def shims(self) -> list[psutil.Process]:
         """containerd's shims for this node (they outlive containerd by design), and what runs under them."""
         address = str(self.socket)
@@ -308,7 +321,7 @@ def start_node(plane: ControlPlane, images: Images) -> Node:
     # The components inside the namespace reach the API server on its loopback, as the plane's own do.
     (plane.workdir / "resolv.conf").write_text("")
     kubelet_config = workdir / "kubelet.yaml"
-    kubelet_config.write_text(yaml.safe_dump(_kubelet_config(plane, run_dir)))
+    kubelet_config.write_text(yaml.safe_dump(_kubelet_config(plane, workdir, run_dir)))
     plane.start(
         "kubelet",
         [

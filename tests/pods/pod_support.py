@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,19 @@ class PodCluster:
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
+
+    def remove_pods(self, timeout_s: float = 90.0) -> None:
+        """After a failed test: KubeRay stopped so it recreates nothing, every pod deleted at once, and the
+        kubelet left to stop their sandboxes (which frees their network namespaces) before the node stops."""
+        operator = self.plane.processes.get("kuberay-operator")
+        if operator is not None and operator.poll() is None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        pods_path = f"/api/v1/namespaces/{NAMESPACE}/pods"
+        self.plane.kube.http.delete(pods_path, params={"gracePeriodSeconds": "0"})
+        deadline = time.monotonic() + timeout_s
+        while self.node.tasks() and time.monotonic() < deadline:
+            time.sleep(2)
 
 
 def _site_packages() -> Path:

@@ -56,7 +56,9 @@ fi
 
 if [[ ! -f $app ]]; then
   start=$SECONDS
-  "${UV:-$root/.venv/bin/uv}" build -q --wheel --out-dir "$work/dist" "$root/app"
+  # From a copy: setuptools leaves a build/ folder beside the sources it builds.
+  cp -r "$root/app" "$work/app-src" && rm -rf "$work/app-src/build"
+  "${UV:-$root/.venv/bin/uv}" build -q --wheel --out-dir "$work/dist" "$work/app-src"
   layer=$work/app
   site=$layer/opt/venv/lib/python3.11/site-packages
   dist=$layer/usr/local/lib/python3.11/dist-packages
