@@ -449,11 +449,21 @@ def _install_crds(kube: Kube) -> None:
         )
 
 
-def _start_kuberay(plane: ControlPlane, bin_dir: Path) -> None:
+def _start_kuberay(plane: ControlPlane, bin_dir: Path, network: PodNetwork | None) -> None:
     probe_port = free_port()
+    resolver: list[str] = []
+    if network is not None:
+        # KubeRay calls each head's dashboard by its Service's DNS name, so it must ask the node's CoreDNS:
+        # a private mount namespace gives this one process its own /etc/resolv.conf (unshare then execs, so
+        # the PID stays the operator's).
+        resolv = plane.workdir / "operator-resolv.conf"
+        resolv.write_text(f"nameserver {network.node_ip}\n")
+        script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+        resolver = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv)]
     plane.start(
         "kuberay-operator",
         [
+            *resolver,
             str(bin_dir / "kuberay-operator"),
             "--metrics-addr=0",
             f"--health-probe-bind-address=127.0.0.1:{probe_port}",
@@ -562,7 +572,7 @@ def start_control_plane(workdir: Path, network: PodNetwork | None = None) -> Con
         _start_apiserver(plane, bin_dir, credentials, etcd, port, network)
         _start_controllers(plane, bin_dir, credentials)
         _install_crds(plane.kube)
-        _start_kuberay(plane, bin_dir)
+        _start_kuberay(plane, bin_dir, network)
         if network is None:
             _start_kwok(plane, bin_dir)
             _create_nodes(plane)

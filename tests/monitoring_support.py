@@ -23,6 +23,11 @@ RULES_VALUES = HERE / "rules-values.yaml"
 ALLOWLIST = HERE / "metrics_allowlist.yaml"
 # The namespace the rules are rendered for; the live Prometheus test labels its targets with it.
 NAMESPACE = "llm"
+# Traffic for the live scrapes: long enough for several KV cache blocks, so repeating it hits vLLM's prefix
+# cache (`ray_vllm_prefix_cache_hits_total` appears only after a hit).
+PREFIX_CACHE_PROMPT = (
+    "Ray Serve scales vLLM replicas across spot GPU pools while the head stays on demand. " * 6
+)
 # Names Prometheus makes itself for every target, never found in a scrape.
 PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 # Grafana's variables, as the live test substitutes them: every selection is "All".

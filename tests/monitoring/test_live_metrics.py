@@ -28,6 +28,7 @@ import yaml
 from local_stack import free_port
 from monitoring_support import (
     NAMESPACE,
+    PREFIX_CACHE_PROMPT,
     PROMETHEUS_SERIES,
     all_rules,
     panel_queries,
@@ -47,8 +48,6 @@ SCRAPE_INTERVAL_S = 2
 # Ray's metrics agent exports what the workers report every 10 s; rates over a minute want more than that.
 WARM_UP_S = 30
 SCRAPE_DEADLINE_S = 90
-# Long enough for several KV cache blocks, so the repeated prompt hits vLLM's prefix cache.
-PROMPT = "Ray Serve scales vLLM replicas across spot GPU pools while the head stays on demand. " * 6
 
 
 @dataclass
@@ -78,11 +77,17 @@ def send_traffic(openai_url: str, model: str) -> None:
         for _ in range(3):
             response = client.post(
                 "/chat/completions",
-                json={"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 16},
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": PREFIX_CACHE_PROMPT}],
+                    "max_tokens": 16,
+                },
             )
             assert response.status_code == 200, response.text
         with client.stream(
-            "POST", "/completions", json={"model": model, "prompt": PROMPT, "max_tokens": 16, "stream": True}
+            "POST",
+            "/completions",
+            json={"model": model, "prompt": PREFIX_CACHE_PROMPT, "max_tokens": 16, "stream": True},
         ) as response:
             assert response.status_code == 200
             response.read()

@@ -121,7 +121,9 @@ def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
             ],
         },
         "head": {
-            "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"memory": "6Gi"}},
+            # CPU shares follow requests: at 100m the head's `ray start` lost the 2 cores to the worker's
+            # start, and Ray's client server gave up waiting for its raylet (30 s). The node has 2 CPUs.
+            "resources": {"requests": {"cpu": "900m", "memory": "1Gi"}, "limits": {"memory": "6Gi"}},
             "nodeSelector": on_this_node,
         },
         "autoscaler": {

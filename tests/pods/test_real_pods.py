@@ -13,7 +13,14 @@ import pytest
 import yaml
 from control_plane import wait_for
 from local_stack import free_port
-from monitoring_support import ALLOWLIST, load_dashboards, panel_queries, promql_metric_names, require_tool
+from monitoring_support import (
+    ALLOWLIST,
+    PREFIX_CACHE_PROMPT,
+    load_dashboards,
+    panel_queries,
+    promql_metric_names,
+    require_tool,
+)
 from pod_support import FIRST_KEY, NAMESPACE, RELEASE, PodCluster, Release, pods, rayservice
 from podmonitor_scrape import scrape_configs
 
@@ -190,7 +197,7 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
 def _traffic(release: Release, stop: threading.Event) -> None:
     client = _client(release, release.api_key)
     while not stop.is_set():
-        client.completions.create(model=MODEL, prompt="Hello there", max_tokens=16)
+        client.completions.create(model=MODEL, prompt=PREFIX_CACHE_PROMPT, max_tokens=16)
 
 
 def test_uninstall_leaves_no_pod_and_no_container(release: Release) -> None:

