@@ -33,13 +33,13 @@ setup-pods: setup-python setup-cluster ## the real node's Debian packages (conta
 serve: setup-python ## run the app locally on http://127.0.0.1:8000 (MODEL=<hf id or dir> overrides the model)
 	@$(PYTHON) -m rayvllm serve
 
-test: setup setup-cluster ## run every test: unit, chart, rules, the real Ray Serve + vLLM stack and the real-cluster test (not yet tests/pods)
+test: setup setup-cluster setup-pods ## run every test: unit, chart, rules, the real Ray Serve + vLLM stack, the real-cluster test and the real pods
 	@tools/run-tests.sh
 
 test-cluster: setup setup-cluster ## helm install/upgrade/uninstall against a real control plane with KubeRay and KWOK GPU pools
 	@tools/run-tests.sh tests/cluster
 
-test-pods: setup setup-pods ## (work in progress, not in CI yet) helm install on a real node (containerd, kubelet, kube-proxy, CoreDNS) and OpenAI requests through the chart's Service
+test-pods: setup setup-pods ## helm install on a real node (containerd, kubelet, kube-proxy, CoreDNS) and OpenAI requests through the chart's Service
 	@tools/run-tests.sh tests/pods
 
 lint: setup ## ruff, mypy and helm lint

@@ -5,8 +5,6 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ignore=()
-# tests/pods (a real node) is work in progress: it has not passed yet, so only `make test-pods` runs it.
-[[ $# -gt 0 ]] || ignore+=(--ignore=tests/pods)
 command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1 || ignore+=(--ignore=tests/gpu)
 # The slowest tests are listed, so a CI run shows where its time went.
 .venv/bin/python -m pytest --durations=25 "${ignore[@]}" "$@"
