@@ -15,6 +15,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -337,6 +338,11 @@ class ControlPlane:
                 tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
 
+    def dns_servers_asked(self) -> set[str]:
+        """The name servers KubeRay's failed lookups name in its log: they must all be the test's own."""
+        log = (self.workdir / "kuberay-operator.log").read_text(errors="replace")
+        return set(re.findall(r"lookup \S+ on ([0-9.]+):53", log))
+
     def stop(self) -> list[str]:
         """Stop every process by its PID, newest first (SIGTERM, then SIGKILL); return those that survived."""
         for process in reversed(self.processes.values()):
@@ -451,15 +457,14 @@ def _install_crds(kube: Kube) -> None:
 
 def _start_kuberay(plane: ControlPlane, bin_dir: Path, network: PodNetwork | None) -> None:
     probe_port = free_port()
-    resolver: list[str] = []
-    if network is not None:
-        # KubeRay calls each head's dashboard by its Service's DNS name, so it must ask the node's CoreDNS:
-        # a private mount namespace gives this one process its own /etc/resolv.conf (unshare then execs, so
-        # the PID stays the operator's).
-        resolv = plane.workdir / "operator-resolv.conf"
-        resolv.write_text(f"nameserver {network.node_ip}\n")
-        script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
-        resolver = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv)]
+    # KubeRay calls each head's dashboard by its Service's DNS name. Those lookups must stay in the test: the
+    # node's CoreDNS on a real node, and loopback (where nothing answers) beside KWOK, never the host's
+    # resolver. A private mount namespace gives this one process its own /etc/resolv.conf (unshare then
+    # execs, so the PID stays the operator's).
+    resolv = plane.workdir / "operator-resolv.conf"
+    resolv.write_text(f"nameserver {network.node_ip if network else '127.0.0.1'}\n")
+    script = 'mount --bind "$0" /etc/resolv.conf && exec "$@"'
+    resolver = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(resolv)]
     plane.start(
         "kuberay-operator",
         [

@@ -40,6 +40,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     yield plane
     survivors = plane.stop()
     assert not survivors, f"control-plane processes survived SIGKILL: {survivors}"
+    assert plane.dns_servers_asked() <= {"127.0.0.1"}, "KubeRay's DNS lookups left loopback"
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,8 @@ def pod_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodCluster
                     containers = [*cluster.node.task_processes(), *cluster.node.shims()]
                 survivors = plane.stop()
                 problems += [f"survived SIGKILL: {name}" for name in survivors]
+                if plane.dns_servers_asked() - {NETWORK.node_ip}:
+                    problems.append(f"KubeRay asked other name servers: {plane.dns_servers_asked()}")
                 node_dir = workdir / "node"
                 leftover = wait_gone(containers)
                 problems += [f"container process survived: {p.pid}" for p in leftover]
