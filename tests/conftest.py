@@ -50,3 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
         [str(REPO / "bin"), str(Path(sys.executable).parent), os.environ["PATH"]]
     )
     os.environ.setdefault("HELM_PLUGINS", str(REPO / "bin" / "helm-plugins"))
+
+
+# Suites marked by their folder, so that no test there can miss its marks.
+FOLDER_MARKERS = {"cluster": ("cluster", "slow"), "pods": ("pods", "slow")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        path = Path(str(item.path))
+        if tests not in path.parents:
+            continue
+        for marker in FOLDER_MARKERS.get(path.relative_to(tests).parts[0], ()):
+            item.add_marker(getattr(pytest.mark, marker))

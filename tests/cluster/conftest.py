@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from control_plane import ControlPlane, Kube, start_control_plane, wait_for
+from control_plane import ControlPlane, Kube, run_helm, start_control_plane, wait_for
 from local_stack import REPO
 
 CHART = REPO / "charts" / "rayvllm"
-HELM = REPO / "bin" / "helm"
 # Overlays installed alone; values/profiles/ holds profiles layered on an overlay, never installed alone.
 OVERLAYS = sorted((REPO / "values").glob("*.yaml"))
 RELEASE = "llm"
@@ -24,14 +23,6 @@ POD_TIMEOUT_S = 120.0
 # What a namespace holds before anything is installed into it (the controller-manager adds both).
 BASELINE_OBJECTS = {("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")}
 NEVER_LEFT_OVER = {"Event"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.cluster)
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -55,16 +46,7 @@ class Helm:
     kubeconfig: Path
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(HELM), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+        return run_helm(self.kubeconfig, *args, check=check)
 
     def install(
         self, namespace: str, values: list[Path], command: str = "install", check: bool = True

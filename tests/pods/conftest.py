@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from control_plane import start_control_plane, wait_for
-from node import NETWORK, NetworkNamespace, build_images, start_node, unmount_under, wait_gone
+from node import NETWORK, RUN_DIR, NetworkNamespace, build_images, start_node, unmount_under, wait_gone
 from pod_support import (
     CHART,
     FIRST_KEY,
@@ -32,14 +32,6 @@ from pod_support import (
     secret,
     serve_service_ip,
 )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.pods)
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="package")
@@ -66,12 +58,11 @@ def pod_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodCluster
                     containers = [*cluster.node.task_processes(), *cluster.node.shims()]
                 survivors = plane.stop()
                 problems += [f"survived SIGKILL: {name}" for name in survivors]
-                if plane.dns_servers_asked() - {NETWORK.node_ip}:
-                    problems.append(f"KubeRay asked other name servers: {plane.dns_servers_asked()}")
-                node_dir = workdir / "node"
+                if name_servers := plane.dns_servers_asked() - {NETWORK.node_ip}:
+                    problems.append(f"KubeRay asked other name servers: {name_servers}")
                 leftover = wait_gone(containers)
                 problems += [f"container process survived: {p.pid}" for p in leftover]
-                unmount_under(node_dir, Path("/run") / f"rayvllm-pods-{os.getpid()}")
+                unmount_under(workdir / "node", RUN_DIR)
     finally:
         for name in NetworkNamespace.pod_namespaces() - pod_namespaces_before:
             problems.append(f"pod network namespace left: {name}")

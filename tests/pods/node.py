@@ -38,6 +38,8 @@ CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 IMAGE_SCRIPT = REPO / "tools" / "pods" / "build-image.sh"
 CONTAINERD_NAMESPACE = "k8s.io"  # where the CRI plugin keeps pods' images and containers
 NODE_READY_TIMEOUT_S = 180.0
+# containerd's sockets and state: Unix sockets want a short path, and /run is tmpfs, emptied at boot.
+RUN_DIR = Path("/run") / f"rayvllm-pods-{os.getpid()}"
 CLONE_NEWNET = 0x40000000
 
 
@@ -271,15 +273,19 @@ class Node:
     def containers(self) -> list[str]:
         return self.ctr("containers", "list", "--quiet").split()
 
+    def _task_rows(self) -> list[list[str]]:
+        """`ctr tasks list` without its header: TASK, PID, STATUS."""
+        return [line.split() for line in self.ctr("tasks", "list").splitlines()[1:] if line.strip()]
+
     def tasks(self) -> list[str]:
-        return [line.split()[0] for line in self.ctr("tasks", "list").splitlines()[1:] if line.strip()]
+        return [row[0] for row in self._task_rows()]
 
     def task_processes(self) -> list[psutil.Process]:
         """Each container's first process: killing it ends its PID namespace, and the container with it."""
         found = []
-        for line in self.ctr("tasks", "list").splitlines()[1:]:
+        for row in self._task_rows():
             with suppress(psutil.NoSuchProcess, IndexError, ValueError):
-                found.append(psutil.Process(int(line.split()[1])))
+                found.append(psutil.Process(int(row[1])))
         return found
 
     def shims(self) -> list[psutil.Process]:
@@ -304,8 +310,7 @@ def start_node(plane: ControlPlane, images: Images) -> Node:
     """containerd, the images, kubelet, kube-proxy and CoreDNS; then the node's labels and GPU capacity."""
     bin_dir = cluster_bin_dir()
     workdir = plane.workdir / "node"
-    # Unix sockets want a short path; /run is tmpfs, emptied at boot.
-    run_dir = Path("/run") / f"rayvllm-pods-{os.getpid()}"
+    run_dir = RUN_DIR
     for directory in (workdir, run_dir, workdir / "cni"):
         directory.mkdir(parents=True, exist_ok=True)
     node = Node(workdir, run_dir)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane import ControlPlane
+from control_plane import ControlPlane, run_helm
 from local_stack import REPO
 from node import Images, NetworkNamespace, Node
 
 CHART = REPO / "charts" / "rayvllm"
-HELM = REPO / "bin" / "helm"
 RELEASE = "llm"
 NAMESPACE = "rayvllm"
 KEYS_SECRET = "rayvllm-api-keys"
@@ -35,16 +33,8 @@ class PodCluster:
     images: Images
     timings: dict[str, float] = field(default_factory=dict)
 
-    def helm(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run(
-            [str(HELM), "--kubeconfig", str(self.plane.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+    def helm(self, *args: str) -> None:
+        run_helm(self.plane.kubeconfig, *args)
 
     def remove_pods(self, timeout_s: float = 90.0) -> None:
         """After a failed test: KubeRay stopped so it recreates nothing, every pod deleted at once, and the
