@@ -14,6 +14,7 @@
 #
 #   bash bench/gpu-interleaved.sh                    # about 20 minutes on an H200 with cold caches
 #   ROUNDS=4 SERVERS=vllm,rayvllm SHARE= bash bench/gpu-interleaved.sh
+#   LOADS="1500@256 10@1" ...                        # other loads than the preset's (--load each)
 #
 # Stays within $BENCH_TIME_BUDGET_S (default 1200 s): a round that would not fit is not started, and the
 # bundle (compare.json, compare.md, interleaved.png, server-logs.txt) in $OUT is rewritten after every run.
@@ -35,5 +36,6 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 args=(--preset gpu-shared --rounds "${ROUNDS:-3}" --servers "$servers" --no-hf --out "$out" --work-dir "$state"
   --fresh --time-budget-s "${BENCH_TIME_BUDGET_S:-1200}")
 [[ -z $share ]] || args+=(--share "$share")
+for load in ${LOADS-}; do args+=(--load "$load"); done
 [[ -z ${RESTART-vllm} ]] || args+=(--restart "${RESTART-vllm}")
 exec "$python" -m rayvllm.bench compare "${args[@]}"

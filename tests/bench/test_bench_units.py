@@ -228,13 +228,12 @@ def test_bundle_has_json_markdown_plots_and_logs(tmp_path) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
+# The server plan's arguments that the variant tests share.
+PLAN_ARGS = {"model_name": "m", "model_dir": "/m", "engine_args": {"max_model_len": 64}, "port": 9}
+
+
 def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
-    common = {
-        "model_name": "m",
-        "model_dir": "/m",
-        "engine_args": {"max_model_len": 64},
-        "port": 9,
-    }
+    common = PLAN_ARGS
     spec = plan(
         "rayvllm+throughput+haproxy+x2",
         env={},
@@ -280,6 +279,21 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
     for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "tgi"):
         with pytest.raises(ValueError):
             ServerVariant.parse(bad)
+
+
+def test_failover_variant_puts_the_gateway_in_front_and_leaves_the_rest_at_the_defaults(tmp_path) -> None:
+    from rayvllm.config import AppConfig, FailoverConfig
+
+    common = {**PLAN_ARGS, "env": {}}
+    gateway = plan("rayvllm+failover", config_path=tmp_path / "f.yaml", **common)
+    config = AppConfig.model_validate(yaml.safe_load(gateway.files[str(tmp_path / "f.yaml")]))
+    assert config.failover.enabled
+    assert config.failover.model_dump() == {**FailoverConfig().model_dump(), "enabled": True}
+    plain = plan("rayvllm", config_path=tmp_path / "p.yaml", **common)
+    assert "failover" not in yaml.safe_load(plain.files[str(tmp_path / "p.yaml")])
+    assert gateway.env == plain.env  # the same Serve switches: only the ingress differs
+    with pytest.raises(ValueError):
+        ServerVariant.parse("vllm+failover")
 
 
 def test_two_replica_variant_gets_twice_the_concurrent_load_and_a_scaling_ratio() -> None:

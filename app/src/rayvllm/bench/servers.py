@@ -42,6 +42,8 @@ RAYVLLM_FLAGS = {
     "every other process (rayvllm runs them at 0)",
     "omp": "OMP_NUM_THREADS as bare vLLM has it (one per physical core) instead of the 1 that Ray gives a "
     "replica and vLLM's engine process inherits",
+    "failover": "app.failover.enabled: the failover gateway as the ingress, in front of the replica (one "
+    "more Serve hop per request and per streamed chunk)",
 }
 
 
@@ -191,6 +193,7 @@ def rayvllm_app_config(
     env: dict[str, str],
     num_gpus: int,
     replicas: int = 1,
+    failover: bool = False,
 ) -> dict[str, Any]:
     """The `AppConfig` of the rayvllm server: the same engine args, unknown ones under `extra_args`."""
     from rayvllm.config import AppConfig, EngineConfig
@@ -207,7 +210,9 @@ def rayvllm_app_config(
         model["engine"]["extra_args"] = extra
     if env:
         model["env"] = env
-    config = {"engine_path": "direct", "models": [model]}
+    config: dict[str, Any] = {"engine_path": "direct", "models": [model]}
+    if failover:
+        config["failover"] = {"enabled": True}  # the gateway's other settings stay the chart's defaults
     AppConfig.model_validate(config)  # a schema error shows here, not minutes into a server start
     return config
 
@@ -246,6 +251,7 @@ def plan(
             {**env, **variant.replica_env()},
             num_gpus,
             variant.replicas,
+            failover="failover" in variant.flags,
         )
         command = [sys.executable, "-m", "rayvllm", "serve", "--config", str(config_path)]
         metrics_port = free_port()
