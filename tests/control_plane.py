@@ -335,6 +335,8 @@ class ControlPlane:
     kube: Kube
     credentials: Credentials
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    operator_metrics_url: str = ""
+    """KubeRay's Prometheus endpoint (`kuberay_*`), on loopback."""
 
     def start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
         log = (self.workdir / f"{name}.log").open("wb")
@@ -471,7 +473,7 @@ def _install_crds(kube: Kube) -> None:
 
 
 def _start_kuberay(plane: ControlPlane, bin_dir: Path, network: PodNetwork | None) -> None:
-    probe_port = free_port()
+    probe_port, metrics_port = free_port(), free_port()
     # KubeRay calls each head's dashboard by its Service's DNS name. Those lookups must stay in the test: the
     # node's CoreDNS on a real node, and loopback (where nothing answers) beside KWOK, never the host's
     # resolver. A private mount namespace gives this one process its own /etc/resolv.conf (unshare then
@@ -485,7 +487,8 @@ def _start_kuberay(plane: ControlPlane, bin_dir: Path, network: PodNetwork | Non
         [
             *resolver,
             str(bin_dir / "kuberay-operator"),
-            "--metrics-addr=0",
+            f"--metrics-addr=127.0.0.1:{metrics_port}",
+            "--enable-metrics",
             f"--health-probe-bind-address=127.0.0.1:{probe_port}",
             "--enable-leader-election=false",
             # The chart offers NewClusterWithIncrementalUpgrade, which KubeRay 1.6 keeps behind this gate.
@@ -499,6 +502,7 @@ def _start_kuberay(plane: ControlPlane, bin_dir: Path, network: PodNetwork | Non
         lambda: httpx.get(f"http://127.0.0.1:{probe_port}/readyz").status_code == 200,
         STARTUP_TIMEOUT_S,
     )
+    plane.operator_metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
 
 def _start_kwok(plane: ControlPlane, bin_dir: Path) -> None:

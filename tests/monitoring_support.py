@@ -21,6 +21,8 @@ DASHBOARDS = REPO / "dashboards"
 RUNBOOKS = REPO / "docs" / "runbooks"
 RULES_VALUES = HERE / "rules-values.yaml"
 ALLOWLIST = HERE / "metrics_allowlist.yaml"
+# Names only a KubeRay cluster exports: tests/pods scrapes them live, the local stack cannot.
+REAL_POD_METRICS = HERE / "real_pod_metrics.yaml"
 # The namespace the rules are rendered for; the live Prometheus test labels its targets with it.
 NAMESPACE = "llm"
 # Traffic for the live scrapes: long enough for several KV cache blocks, so repeating it hits vLLM's prefix

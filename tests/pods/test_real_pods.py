@@ -1,6 +1,6 @@
 """`helm install` of the chart on a real node: KubeRay starts the head and worker pods in containerd, reaches
 the Ray dashboard, deploys the serveConfigV2 and marks the RayService Ready; the official `openai` client
-is then served through the chart's Serve Service. Ordered: the last test uninstalls the release."""
+is then served through the chart's Serve Service. Ordered; test_under_load.py and test_uninstall.py follow."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from local_stack import free_port
 from monitoring_support import (
     ALLOWLIST,
     PREFIX_CACHE_PROMPT,
+    REAL_POD_METRICS,
     load_dashboards,
     panel_queries,
     promql_metric_names,
     require_tool,
 )
-from pod_support import FIRST_KEY, NAMESPACE, RELEASE, PodCluster, Release, pods, rayservice
+from pod_support import FIRST_KEY, NAMESPACE, PodCluster, Release, pods, rayservice
 from podmonitor_scrape import scrape_configs
 
 MODEL = "tiny-llama"
@@ -129,10 +130,12 @@ def test_api_keys_from_the_secret_rotate_without_a_restart(release: Release) -> 
 
 
 def _dashboard_series() -> set[str]:
-    """The `ray_vllm_*` and `ray_serve_*` names the dashboards query, less those allow-listed for CPU."""
+    """The `ray_vllm_*` and `ray_serve_*` names the dashboards query, less those allow-listed for CPU, and the
+    names only a KubeRay cluster exports (the head's autoscaler, the operator)."""
     allowed = {entry["name"] for entry in yaml.safe_load(ALLOWLIST.read_text())}
     names = {name for query in panel_queries(load_dashboards()) for name in promql_metric_names(query.expr)}
-    return {name for name in names if name.startswith(("ray_vllm_", "ray_serve_"))} - allowed
+    kuberay_only = {entry["name"] for entry in yaml.safe_load(REAL_POD_METRICS.read_text())}
+    return {name for name in names if name.startswith(("ray_vllm_", "ray_serve_"))} - allowed | kuberay_only
 
 
 def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) -> None:
@@ -144,6 +147,14 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
     directory.mkdir()
     config = directory / "prometheus.yml"
     jobs = scrape_configs(monitors, cluster.plane.kubeconfig, f"{SCRAPE_INTERVAL_S}s")
+    # The operator runs beside the control plane here, not in a pod that a PodMonitor could select.
+    operator = httpx.URL(cluster.plane.operator_metrics_url)
+    jobs.append(
+        {
+            "job_name": "kuberay-operator",
+            "static_configs": [{"targets": [f"{operator.host}:{operator.port}"]}],
+        }
+    )
     config.write_text(yaml.safe_dump({"scrape_configs": jobs}))
     port = free_port()
     cluster.plane.start(
@@ -168,8 +179,8 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
             cluster.plane.check_running()
             targets = httpx.get(f"{api}/targets", timeout=10).json()["data"]["activeTargets"]
             up = [t for t in targets if t["health"] == "up"]
-            # head: metrics, as-metrics, dash-metrics; worker: metrics.
-            return targets if len(targets) == len(up) == 4 else None
+            # head: metrics, as-metrics, dash-metrics; worker: metrics; the operator.
+            return targets if len(targets) == len(up) == 5 else None
 
         targets = wait_for("every PodMonitor target up", all_targets_up, 180, 2.0)
 
@@ -186,6 +197,7 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
     finally:
         stop.set()
         traffic.join(timeout=120)
+    targets = [t for t in targets if t["labels"]["job"] != "kuberay-operator"]
     endpoints = sorted((t["labels"]["job"], t["labels"]["endpoint"], t["labels"]["pod"]) for t in targets)
     print(f"\nPodMonitor targets: {endpoints}")
     seen_autoscaler = sorted(name for name in names if name.startswith("autoscaler_"))
@@ -198,12 +210,3 @@ def _traffic(release: Release, stop: threading.Event) -> None:
     client = _client(release, release.api_key)
     while not stop.is_set():
         client.completions.create(model=MODEL, prompt=PREFIX_CACHE_PROMPT, max_tokens=16)
-
-
-def test_uninstall_leaves_no_pod_and_no_container(release: Release) -> None:
-    cluster = release.cluster
-    cluster.helm("uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout", "5m")
-    wait_for("the release's pods to go", lambda: not pods(cluster), 300, 2.0)
-    # kubelet removes a deleted pod's sandbox in its garbage collection, once a minute.
-    wait_for("containerd to hold no container", lambda: not cluster.node.containers(), 180, 5.0)
-    assert cluster.node.tasks() == []
