@@ -42,6 +42,9 @@ test-cluster: setup setup-cluster ## helm install/upgrade/uninstall against a re
 test-pods: setup setup-pods ## helm install on a real node (containerd, kubelet, kube-proxy, CoreDNS) and OpenAI requests through the chart's Service
 	@tools/run-tests.sh tests/pods
 
+test-under-load: setup setup-pods ## the real pods under load: autoscaler scale-up and -down, in-place upgrade, evicted and killed worker, scale from zero (not yet in `make test`)
+	@RAYVLLM_UNDER_LOAD=1 tools/run-tests.sh tests/pods
+
 lint: setup ## ruff, mypy and helm lint
 	@$(VENV)/bin/ruff check --config app/pyproject.toml app/src tests
 	@$(VENV)/bin/ruff format --config app/pyproject.toml --check app/src tests

@@ -88,8 +88,10 @@ def release(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     )
     kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", secret(dict([FIRST_KEY])))
-    overlay = tmp_path_factory.mktemp("pods-values") / "pods-values.yaml"
-    overlay.write_text(yaml.safe_dump(pods_overlay(cluster.images, tiny_model_dir)))
+    values_dir = tmp_path_factory.mktemp("pods-values")
+    values = pods_overlay(cluster.images, tiny_model_dir)
+    overlay = values_dir / "pods-values.yaml"
+    overlay.write_text(yaml.safe_dump(values))
     timings: dict[str, float] = {}
     start = time.monotonic()
     cluster.helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(overlay))
@@ -125,4 +127,4 @@ def release(
         raise AssertionError(f"{error}\n{diagnostics(cluster)}") from error
     cluster.timings.update(timings)
     print(f"\nreal pods: {json.dumps({**cluster.timings, **timings})}")
-    return Release(cluster, serve_url, timings, FIRST_KEY[1])
+    return Release(cluster, serve_url, timings, FIRST_KEY[1], values, values_dir)

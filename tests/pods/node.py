@@ -33,7 +33,7 @@ NETWORK = PodNetwork(node_ip="198.18.0.1", service_cidr="198.19.0.0/16", kuberne
 POD_SUBNET, POD_GATEWAY = "198.18.1.0/24", "198.18.1.1"
 BRIDGE = "rvpods0"
 NODE_LABELS = {"rayvllm.test/node": "real", "nvidia.com/gpu.product": "NVIDIA-L4"}
-GPU_CAPACITY = "1"
+GPU_CAPACITY = "2"  # two worker pods: the autoscaler adds the second
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 IMAGE_SCRIPT = REPO / "tools" / "pods" / "build-image.sh"
 CONTAINERD_NAMESPACE = "k8s.io"  # where the CRI plugin keeps pods' images and containers

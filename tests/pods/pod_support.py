@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from control_plane import ControlPlane, run_helm
 from local_stack import REPO
 from node import Images, NetworkNamespace, Node
@@ -93,7 +94,17 @@ def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
                     },
                     "accelerator_type": "L4",
                     "sizing": _sizing(model_dir),
-                    "autoscaling": {"min_replicas": 1, "max_replicas": 1},
+                    # One replica for the serving tests; test_under_load.py raises max_replicas to 2, and its
+                    # 8 clients then ask for a second replica, on a worker pod of its own (one GPU each).
+                    "autoscaling": {
+                        "min_replicas": 1,
+                        "max_replicas": 1,
+                        "target_ongoing_requests": 0.1,
+                        "upscale_delay_s": 5,
+                        "downscale_delay_s": 30,
+                    },
+                    # As docs/spot.md advises: the drain (grace 30 - preStop 5 - 5 s) is the replica's.
+                    "graceful_shutdown_timeout_s": 20,
                 }
             ]
         },
@@ -125,9 +136,12 @@ def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
                 "acceleratorType": "L4",
                 "spot": False,
                 "minReplicas": 1,
-                "maxReplicas": 1,
+                "maxReplicas": 2,
+                # Two workers and the head within the node's 2 CPUs; Ray still offers the replica its 1 CPU.
+                "rayStartParams": {"num-cpus": "1"},
+                "idleTimeoutSeconds": 30,
                 "resources": {
-                    "requests": {"cpu": "1", "memory": "2Gi"},
+                    "requests": {"cpu": "500m", "memory": "2Gi"},
                     "limits": {"memory": "10Gi", "nvidia.com/gpu": 1},
                 },
                 "nodeSelector": on_this_node,
@@ -155,6 +169,16 @@ class Release:
     serve_url: str
     timings: dict[str, float]
     api_key: str
+    overlay: dict[str, Any]
+    """The values the release runs with now; `upgrade` replaces them."""
+    values_dir: Path
+
+    def upgrade(self, overlay: dict[str, Any], name: str) -> None:
+        """`helm upgrade` to `overlay` (whole values, not merged into the last ones), without waiting."""
+        path = self.values_dir / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(overlay))
+        self.cluster.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path))
+        self.overlay = overlay
 
     def put_keys(self, keys: dict[str, str]) -> None:
         kube = self.cluster.plane.kube
@@ -169,6 +193,32 @@ def rayservice(cluster: PodCluster) -> dict[str, Any]:
 
 def pods(cluster: PodCluster) -> list[dict[str, Any]]:
     return cluster.plane.kube.items(f"/api/v1/namespaces/{NAMESPACE}/pods")
+
+
+def worker_pods(cluster: PodCluster) -> list[dict[str, Any]]:
+    return [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
+
+
+def head_ip(cluster: PodCluster) -> str:
+    (head,) = [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+    ip: str = head["status"]["podIP"]
+    return ip
+
+
+def serve_replicas(cluster: PodCluster) -> list[dict[str, Any]]:
+    """The model deployment's replicas from Serve's REST API on the head: state, node, start_time_s..."""
+    import httpx
+
+    response = httpx.get(f"http://{head_ip(cluster)}:8265/api/serve/applications/", timeout=10)
+    response.raise_for_status()
+    applications = response.json()["applications"]
+    return [
+        replica
+        for application in applications.values()
+        for name, deployment in application["deployments"].items()
+        if name.startswith("VLLMServer:")
+        for replica in deployment["replicas"]
+    ]
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rayvllm.app import build_app, deployment_name, deployment_options
+from rayvllm.app import DEPLOYMENT_OPTION_FIELDS, build_app, deployment_name, deployment_options
 from rayvllm.config import AppConfig, ModelConfig
 
 MODEL = {
@@ -39,6 +39,21 @@ def test_build_app_accepts_the_raw_serve_config_args() -> None:
     assert deployment.ray_actor_options["num_gpus"] == 2
     # The replica receives the model as plain data that validates back into the same config.
     assert AppConfig.model_validate({"models": [deployment.init_args[0]]}).models[0].name == MODEL["name"]
+
+
+def test_scaling_changes_leave_the_replicas_init_args_alone() -> None:
+    """Serve applies a change of deployment options in place, but restarts every replica when its init
+    args change: autoscaling and the other deployment options must not be among them."""
+    changed = {
+        **MODEL,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 16},
+        "max_ongoing_requests": 64,
+        "graceful_shutdown_timeout_s": 90,
+    }
+    before, after = (build_app({"models": [m]})._bound_deployment for m in (MODEL, changed))  # type: ignore[arg-type]
+    assert before.init_args == after.init_args
+    assert before._deployment_config.autoscaling_config != after._deployment_config.autoscaling_config
+    assert not set(before.init_args[0]) & DEPLOYMENT_OPTION_FIELDS
 
 
 def test_ray_serve_llm_path_gets_the_same_engine_and_scaling_settings() -> None:

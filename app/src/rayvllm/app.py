@@ -22,13 +22,33 @@ def build_app(args: AppConfig) -> Application:
         return build_ray_serve_llm_app(config)
     (model,) = config.models
     replica_args = (
-        model.model_dump(mode="json"),
+        replica_model(model),
         config.auth.model_dump(mode="json"),
         config.limits.model_dump(mode="json"),
     )
     if config.failover.enabled:
         return _failover_app(config, _model_deployment(model, ingress=False).bind(*replica_args))
     return _model_deployment(model, ingress=True).bind(*replica_args)
+
+
+# ModelConfig fields that only become Serve deployment options. Serve updates those options in place, but any
+# change to a replica's init args restarts every replica: on real pods, raising `max_replicas` restarted the
+# only replica, and requests waited two minutes for it.
+DEPLOYMENT_OPTION_FIELDS = frozenset(
+    {
+        "autoscaling",
+        "max_ongoing_requests",
+        "max_queued_requests",
+        "health_check_period_s",
+        "health_check_timeout_s",
+        "graceful_shutdown_timeout_s",
+    }
+)
+
+
+def replica_model(model: ModelConfig) -> dict[str, Any]:
+    """The model as the replica's init arg: without the fields that are only deployment options."""
+    return model.model_dump(mode="json", exclude=set(DEPLOYMENT_OPTION_FIELDS))
 
 
 def deployment_name(model: ModelConfig) -> str:
