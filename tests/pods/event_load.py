@@ -29,6 +29,7 @@ REQUEST_TIMEOUT_S = 120.0
 # Each client's pause between requests. Without it 8 clients keep the node's 2 cores busy, and a new worker's
 # raylet misses Ray's fixed 30 s to register with the GCS ("The current node timed out during startup").
 THINK_S = 3.0
+MAX_TOKENS = 16
 SAMPLE_S = 2.0  # the timeline's resolution
 
 
@@ -68,7 +69,7 @@ class EventLoad:
         self.body = {
             "model": model,
             "messages": [{"role": "user", "content": "Count the requests that fail."}],
-            "max_tokens": 16,
+            "max_tokens": MAX_TOKENS,
             # Random weights may stop at once; every request does the same work.
             "ignore_eos": True,
         }

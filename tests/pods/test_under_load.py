@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from control_plane import wait_for
-from event_load import OK, THINK_S, EventLoad, EventTimeline, Recorder, Request, classify_stream
+from event_load import MAX_TOKENS, OK, THINK_S, EventLoad, EventTimeline, Recorder, Request, classify_stream
 from pod_support import (
     NAMESPACE,
     PodCluster,
@@ -33,6 +33,7 @@ from pod_support import (
     serve_replicas,
     worker_pods,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("RAYVLLM_UNDER_LOAD"), reason="run by `make test-under-load` (RAYVLLM_UNDER_LOAD=1)"
@@ -45,8 +46,9 @@ STEADY_S = 5.0  # load before and after each event, so both edges of it are unde
 POLL_S = 2.0  # each poll asks the API server and Serve's REST API on the head, which share the 2 cores
 
 
-def _live_workers(cluster: PodCluster) -> list[dict[str, Any]]:
-    return [p for p in worker_pods(cluster) if "deletionTimestamp" not in p["metadata"]]
+def _live(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The worker pods not being deleted."""
+    return [p for p in workers if "deletionTimestamp" not in p["metadata"]]
 
 
 def _observe(cluster: PodCluster) -> dict[str, int | None]:
@@ -56,7 +58,7 @@ def _observe(cluster: PodCluster) -> dict[str, int | None]:
     except httpx.HTTPError:
         replicas = None
     return {
-        "worker_pods_ready": sum(is_ready(p) for p in _live_workers(cluster)),
+        "worker_pods_ready": sum(is_ready(p) for p in _live(workers)),
         "worker_pods": len(workers),
         "replicas_running": None if replicas is None else sum(r["state"] == "RUNNING" for r in replicas),
         "replicas": None if replicas is None else len(replicas),
@@ -67,7 +69,7 @@ def _settings(release: Release, **extra: Any) -> dict[str, Any]:
     (model,) = release.overlay["app"]["models"]
     (group,) = release.overlay["workerGroups"]
     return {
-        "max_tokens": 16,
+        "max_tokens": MAX_TOKENS,
         "model_autoscaling": model["autoscaling"],
         "graceful_shutdown_timeout_s": model.get("graceful_shutdown_timeout_s"),
         "worker_group": {k: group.get(k) for k in ("minReplicas", "maxReplicas", "idleTimeoutSeconds")},
@@ -134,10 +136,11 @@ def _recording(
 def _serving(cluster: PodCluster, replicas: int, not_before: float = 0.0, exclude: str = "") -> bool:
     """`replicas` worker pods Ready (none of them `exclude`) and as many replicas RUNNING, each started after
     `not_before` (wall clock)."""
-    workers = _live_workers(cluster)
-    if len(worker_pods(cluster)) != replicas or sum(is_ready(p) for p in workers) != replicas:
+    workers = worker_pods(cluster)
+    live = _live(workers)
+    if len(workers) != replicas or sum(is_ready(p) for p in live) != replicas:
         return False
-    if any(p["metadata"]["name"] == exclude for p in workers):
+    if any(p["metadata"]["name"] == exclude for p in live):
         return False
     running = [r for r in serve_replicas(cluster) if r["state"] == "RUNNING"]
     return len(running) == replicas and all(r["start_time_s"] >= not_before for r in running)
@@ -170,7 +173,7 @@ def test_autoscaler_adds_a_worker_pod_for_a_second_replica(release: Release) -> 
         watch.mark_when(
             "second_pod_ready",
             "the second worker pod Ready",
-            lambda: sum(is_ready(p) for p in _live_workers(cluster)) >= 2,
+            lambda: sum(is_ready(p) for p in _live(worker_pods(cluster))) >= 2,
         )
         watch.mark_when("full_service", "two replicas RUNNING", lambda: _serving(cluster, 2))
         (second,) = [p for p in worker_pods(cluster) if p["metadata"]["name"] != first]
@@ -189,9 +192,11 @@ def _requests_served(pod: dict[str, Any]) -> float:
     """The model's requests that the replica on `pod` has served: its Ray metrics export (port 8080)."""
     text = httpx.get(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10).text
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("ray_serve_deployment_request_counter_total{") and "VLLMServer:" in line
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "ray_serve_deployment_request_counter_total"
+        and sample.labels.get("deployment", "").startswith("VLLMServer:")
     )
 
 
@@ -229,7 +234,7 @@ def test_in_place_upgrade_of_an_engine_argument(release: Release) -> None:
 
 
 def _oldest_worker(cluster: PodCluster) -> dict[str, Any]:
-    return sorted(_live_workers(cluster), key=lambda p: p["metadata"]["creationTimestamp"])[0]
+    return sorted(_live(worker_pods(cluster)), key=lambda p: p["metadata"]["creationTimestamp"])[0]
 
 
 def test_worker_evicted_as_a_node_drain_does(release: Release) -> None:
