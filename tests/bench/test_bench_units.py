@@ -296,6 +296,21 @@ def test_failover_variant_puts_the_gateway_in_front_and_leaves_the_rest_at_the_d
         ServerVariant.parse("vllm+failover")
 
 
+def test_retry_variant_sets_haproxy_l7_retries_and_needs_haproxy(tmp_path) -> None:
+    common = {**PLAN_ARGS, "env": {}}
+    retried = plan("rayvllm+throughput+haproxy+retry", config_path=tmp_path / "r.yaml", **common)
+    assert retried.env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response"
+    assert retried.env["RAY_SERVE_HAPROXY_RETRIES"] == "3"
+    assert retried.env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    plain = plan("rayvllm+throughput+haproxy", config_path=tmp_path / "p.yaml", **common)
+    assert not {"RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"} & set(plain.env)
+    # The rest is the same server: only the retry policy differs.
+    assert retried.files[str(tmp_path / "r.yaml")] == plain.files[str(tmp_path / "p.yaml")]
+    for bad in ("rayvllm+retry", "rayvllm+throughput+retry", "ray_serve_llm+throughput+retry"):
+        with pytest.raises(ValueError, match="retry"):
+            ServerVariant.parse(bad)
+
+
 def test_two_replica_variant_gets_twice_the_concurrent_load_and_a_scaling_ratio() -> None:
     loads = compare.scaled_loads([Load(1000, 256), Load(20, 1)], replicas=2)
     assert [str(load) for load in loads] == ["2000@512", "20@1"]

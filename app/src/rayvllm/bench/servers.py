@@ -44,6 +44,14 @@ RAYVLLM_FLAGS = {
     "replica and vLLM's engine process inherits",
     "failover": "app.failover.enabled: the failover gateway as the ingress, in front of the replica (one "
     "more Serve hop per request and per streamed chunk)",
+    "retry": "HAProxy L7 retries (with haproxy only): RAY_SERVE_HAPROXY_RETRY_ON='conn-failure "
+    "empty-response junk-response' and RAY_SERVE_HAPROXY_RETRIES=3, so a request whose replica dies before "
+    "answering is replayed on another one; HAProxy keeps a copy of each request to replay it",
+}
+# The HAProxy retry policy of the `retry` flag (Ray's default is `conn-failure` and HAProxy's 3 retries).
+HAPROXY_RETRY_ENV = {
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
+    "RAY_SERVE_HAPROXY_RETRIES": "3",
 }
 
 
@@ -89,6 +97,8 @@ class ServerVariant:
         unknown = sorted(set(flags) - set(known))
         if unknown:
             raise ValueError(f"unknown {base} flags {unknown}; choose from {', '.join(known)}")
+        if "retry" in flags and "haproxy" not in flags:
+            raise ValueError(f"{name!r}: 'retry' sets HAProxy's retry policy, so it needs 'haproxy' too")
         return cls(base, tuple(flags))
 
     @property
@@ -115,6 +125,8 @@ class ServerVariant:
         if "haproxy" in self.flags:
             env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
             env["RAY_SERVE_HAPROXY_MAXCONN"] = os.environ.get("RAY_SERVE_HAPROXY_MAXCONN", HAPROXY_MAXCONN)
+        if "retry" in self.flags:
+            env.update(HAPROXY_RETRY_ENV)
         if "nice15" in self.flags:
             env["RAY_worker_niceness"] = "15"
         return env
