@@ -57,7 +57,7 @@ format: setup-python ## apply ruff's fixes and formatting
 
 docs: setup ## regenerate the chart README (helm-docs) and the app part of values.schema.json
 	@tools/chart-docs.sh
-	@tools/sync-dashboards.sh
+	@tools/sync-chart-files.sh
 
 # A quick run against `make serve`; see docs/benchmarks.md for the compare mode and the GPU scenario.
 BENCH_ARGS ?= run --base-url http://127.0.0.1:8000 --input-len 128 --output-len 64 --load 64@8 --load 8@1 --out out/bench

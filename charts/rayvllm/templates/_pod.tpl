@@ -14,13 +14,18 @@ Usage: {{- include "rayvllm.ray.podTemplate" (dict "root" $ "group" $group "node
 {{- $isHead := eq .nodeType "head" }}
 {{- $shutdown := include "rayvllm.ray.shutdownTimes" $group | fromJson }}
 {{- $apiKeys := $values.apiKeys }}
-{{- $apiServerToken := and $isHead $values.autoscaler.enabled -}}
+{{- $apiServerToken := and $isHead $values.autoscaler.enabled }}
+{{- $appPackage := eq $values.appPackage.source "chart" -}}
 metadata:
   labels:
     {{- $selector := include "rayvllm.common.selectorLabels" $root | fromYaml }}
     {{- $labels := merge (dict) $selector ($group.podLabels | default dict) $values.pod.labels (include "rayvllm.common.labels" $root | fromYaml) }}
     {{- toYaml $labels | nindent 4 }}
-  {{- with merge (dict) ($group.podAnnotations | default dict) $values.pod.annotations }}
+  {{- $annotations := merge (dict) ($group.podAnnotations | default dict) $values.pod.annotations }}
+  {{- if $appPackage }}
+  {{- $_ := set $annotations "rayvllm.io/app-package-checksum" (include "rayvllm.appPackage.checksum" $root) }}
+  {{- end }}
+  {{- with $annotations }}
   annotations:
     {{- toYaml . | nindent 4 }}
   {{- end }}
@@ -93,6 +98,11 @@ spec:
           value: {{ $shutdown.drain | quote }}
         {{- include "rayvllm.modelCache.env" $values.modelCache.mountPath | nindent 8 }}
         {{- include "rayvllm.serve.env" $values.serve | nindent 8 }}
+        {{- if $appPackage }}
+        # Ahead of the image's site-packages: the chart's rayvllm is the one Serve imports.
+        - name: PYTHONPATH
+          value: {{ include "rayvllm.appPackage.mountPath" $root }}
+        {{- end }}
         {{- with $values.hfToken.secretName }}
         - name: HF_TOKEN
           valueFrom:
@@ -124,6 +134,11 @@ spec:
           mountPath: {{ $apiKeys.mountPath }}
           readOnly: true
         {{- end }}
+        {{- if $appPackage }}
+        - name: app-package
+          mountPath: {{ include "rayvllm.appPackage.mountPath" $root }}
+          readOnly: true
+        {{- end }}
         {{- with $values.pod.volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -145,6 +160,10 @@ spec:
     {{- if $apiServerToken }}
     - name: {{ include "rayvllm.autoscaler.tokenVolumeName" $root }}
       {{- include "rayvllm.autoscaler.tokenVolume" $root | nindent 6 }}
+    {{- end }}
+    {{- if $appPackage }}
+    - name: app-package
+      {{- include "rayvllm.appPackage.volume" $root | nindent 6 }}
     {{- end }}
     {{- with $values.pod.volumes }}
     {{- toYaml . | nindent 4 }}

@@ -1,0 +1,3 @@
+from rayvllm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The ingress guard: API keys, input limits and per-key metering around vLLM's ASGI app.
+
+A pure ASGI middleware (Starlette's BaseHTTPMiddleware would buffer streamed responses), so it costs
+microseconds per request and streams pass through untouched. It runs inside each Serve replica, in front
+of vLLM's own FastAPI app. It answers with vLLM's error shape, `{"error": {"message", "type", "param",
+"code"}}`, in this one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from rayvllm.auth import KeyStore
+from rayvllm.config import LimitsConfig
+from rayvllm.metering import ANONYMOUS, UsageRecorder
+
+logger = logging.getLogger("rayvllm")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Liveness and readiness probes need no key.
+OPEN_PATHS = frozenset({"/health", "/ping"})
+# Metrics leave through Ray's metrics agent (port 8080), never through the public Serve port.
+HIDDEN_PATHS = frozenset({"/metrics"})
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+# Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
+# without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
+MALFORMED_INPUT_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
+
+
+class RequestRejected(Exception):
+    """A request the guard answers itself, with an OpenAI-style error."""
+
+    def __init__(
+        self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+        self.headers = headers or {}
+
+
+class IngressGuard:
+    """Wraps an ASGI app with key checks, limits and metering; see the module docstring."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: LimitsConfig,
+        keys: KeyStore | None = None,
+        meter: UsageRecorder | None = None,
+    ) -> None:
+        self.app, self.limits, self.keys, self.meter = app, limits, keys, meter
+        self.in_flight = 0
+
+    # Serve registers its back-pressure handlers and finds the docs through these.
+    def add_exception_handler(self, *args: Any, **kwargs: Any) -> None:
+        self.app.add_exception_handler(*args, **kwargs)  # type: ignore[attr-defined]
+
+    @property
+    def docs_url(self) -> str | None:
+        return getattr(self.app, "docs_url", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):  # lifespan
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            if path in HIDDEN_PATHS:
+                raise RequestRejected(404, "Not Found", "NotFoundError")
+            key_id = self._authenticate(scope)
+        except RequestRejected as rejected:
+            await reject(scope, send, rejected)
+            return
+        await self._serve(scope, receive, send, key_id)
+
+    def _authenticate(self, scope: Scope) -> str:
+        if self.keys is None:
+            return ANONYMOUS
+        presented = _presented_key(scope)
+        key_id = self.keys.authenticate(presented) if presented else None
+        if key_id is None:
+            raise RequestRejected(
+                401,
+                "Missing or invalid API key: send `Authorization: Bearer <key>`.",
+                "AuthenticationError",
+                {"www-authenticate": "Bearer"},
+            )
+        return key_id
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
+        limit = self.limits.max_concurrent_requests
+        if limit is not None and self.in_flight >= limit:
+            retry_after = {"retry-after": str(self.limits.retry_after_s)}
+            busy = RequestRejected(
+                429, f"This replica is serving {limit} requests; retry later.", "RateLimitError", retry_after
+            )
+            await reject(scope, send, busy)
+            return
+        self.in_flight += 1
+        status = Status(send)
+        # A state dict of the request's own: vLLM leaves the response's usage in it (`request_metadata`).
+        scope = {**scope, "state": dict(scope.get("state") or {})}
+        try:
+            if scope["type"] == "http" and self._reads_body(scope):
+                receive = await self._checked_body(scope, receive)
+            await self.app(scope, receive, status.send)
+            await status.flush()
+        except RequestRejected as rejected:
+            await reject(scope, send, rejected)
+            status.code = rejected.status
+        except MALFORMED_INPUT_ERRORS as error:
+            if not status.holds_500:
+                raise
+            # Starlette sent its 500 and re-raised; the client gets a 400 naming the error instead.
+            logger.warning("malformed request to %s: %r", scope["path"], error)
+            message = f"Malformed request: {type(error).__name__}: {error}"
+            await reject(scope, send, RequestRejected(400, message, "BadRequestError"))
+            status.code = 400
+        except Exception:
+            await status.flush()
+            status.code = status.code or 500
+            raise
+        finally:
+            self.in_flight -= 1
+            # No status at all: the client went away first (nginx's 499).
+            self._record(key_id, status.code or 499, scope["state"])
+
+    def _reads_body(self, scope: Scope) -> bool:
+        limits = self.limits
+        has_limit = limits.max_request_body_bytes is not None or limits.max_tokens_cap is not None
+        return has_limit and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+
+    async def _checked_body(self, scope: Scope, receive: Receive) -> Receive:
+        """Read the whole body (vLLM would too), enforce the limits, and hand it on unchanged."""
+        body = await read_body(scope, receive, self.limits.max_request_body_bytes)
+        if self.limits.max_tokens_cap is not None:
+            _check_max_tokens(body, self.limits.max_tokens_cap)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # later calls wait for the client's disconnect
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+    def _record(self, key_id: str, status: int, state: dict[str, Any]) -> None:
+        if self.meter is None:
+            return
+        usage = getattr(state.get("request_metadata"), "final_usage_info", None)
+        prompt = getattr(usage, "prompt_tokens", 0) or 0
+        completion = getattr(usage, "completion_tokens", 0) or 0
+        self.meter.record(key_id, status, prompt, completion)
+
+
+class Status:
+    """Passes messages on to `send`, noting the response status (0 until one is sent).
+
+    A 500 is held back until the app returns: Starlette answers an unhandled exception with a 500 and then
+    re-raises it, and the guard turns the ones that mean malformed input into a 400.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.code = 0
+        self._held: list[Message] = []
+
+    @property
+    def holds_500(self) -> bool:
+        return bool(self._held)
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = int(message["status"])
+        elif message["type"] == "websocket.accept":
+            self.code = 101
+        if self.code == 500 and message["type"].startswith("http.response."):
+            self._held.append(message)
+            return
+        await self._send(message)
+
+    async def flush(self) -> None:
+        for message in self._held:
+            await self._send(message)
+        self._held.clear()
+
+
+def _presented_key(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+        elif name == b"x-api-key" and value.strip():
+            return str(value.decode("latin-1").strip())
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int | None) -> bytes:
+    too_large = RequestRejected(
+        413, f"Request body larger than the limit of {max_bytes} bytes.", "RequestEntityTooLarge"
+    )
+    declared = _header(scope, b"content-length")
+    if max_bytes is not None and declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _check_max_tokens(body: bytes, cap: int) -> None:
+    """400 when a JSON body asks for more than `cap` tokens; vLLM judges everything else."""
+    if not any(field.encode() in body for field in TOKEN_FIELDS):
+        return  # the common case costs a substring search, not a JSON parse
+    try:
+        request = json.loads(body)
+    except ValueError:
+        return
+    if not isinstance(request, dict):
+        return
+    for field in TOKEN_FIELDS:
+        value = request.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            raise RequestRejected(
+                400,
+                f"{field} is {value}, more than this server's cap of {cap} (limits.max_tokens_cap).",
+                "BadRequestError",
+            )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def error_body(status: int, message: str, error_type: str) -> bytes:
+    """vLLM's ErrorResponse as JSON bytes."""
+    error = {"message": message, "type": error_type, "param": None, "code": status}
+    return json.dumps({"error": error}).encode()
+
+
+async def reject(scope: Scope, send: Send, rejected: RequestRejected) -> None:
+    if scope["type"] == "websocket":
+        # 1008: policy violation; the handshake never completes.
+        await send({"type": "websocket.close", "code": 1008, "reason": rejected.message[:120]})
+        return
+    body = error_body(rejected.status, rejected.message, rejected.error_type)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in rejected.headers.items()]
+    await send({"type": "http.response.start", "status": rejected.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,301 @@
+"""`rayvllm serve`: the chart's app on a local single-node Ray, for laptops and CI boxes.
+
+It runs the same `build_app` that serveConfigV2 names, on an embedded offline model by default.
+Everything it starts (the Ray cluster, Serve, the vLLM engine processes) stops on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import yaml
+
+from rayvllm.auth import parse_key_list, read_key_dir, write_key_dir
+from rayvllm.config import AppConfig, AuthConfig, AutoscalingConfig, EngineConfig, ModelConfig
+
+APP_NAME = "rayvllm"
+API_KEYS_ENV = "RAYVLLM_API_KEYS"
+# Seconds the processes Ray started get to exit after ray.shutdown() before they are killed.
+STOP_GRACE_S = 15
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("MODEL"),
+        help="HF model id or local directory (default: $MODEL, else the embedded SmolLM2-135M-Instruct)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="an AppConfig YAML (the chart's `app:` values); overrides --model"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)), help="HTTP port")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of Ray's Prometheus endpoint (as on a Ray pod)"
+    )
+    parser.add_argument(
+        "--max-model-len", type=int, default=4096, help="context length of the default config"
+    )
+    parser.add_argument(
+        "--engine-path",
+        choices=["direct", "ray_serve_llm"],
+        default="direct",
+        help="see AppConfig.engine_path",
+    )
+    parser.add_argument(
+        "--num-cpus", type=int, default=max(8, os.cpu_count() or 1), help="logical CPUs Ray may schedule"
+    )
+    parser.add_argument(
+        "--api-keys",
+        type=Path,
+        help="turn API keys on: a directory with one key per file (file name = key id; reloaded on change), "
+        f"or a file of ID:KEY lines; ${API_KEYS_ENV}='id1:key1,id2:key2' does the same",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="stream Ray worker and vLLM logs to the console"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    with local_api_keys(args.api_keys, os.environ.get(API_KEYS_ENV)) as keys_dir:
+        config = load_config(args)
+        if keys_dir is not None:
+            auth = AuthConfig(api_keys_dir=str(keys_dir))
+            config = AppConfig.model_validate({**config.model_dump(), "auth": auth.model_dump()})
+        return serve_until_stopped(config, args)
+
+
+@contextlib.contextmanager
+def local_api_keys(option: Path | None, env_value: str | None) -> Iterator[Path | None]:
+    """The key directory of local mode: `--api-keys DIR` as it is, or a private temporary one written
+    from a key file or from the environment variable (removed on exit). None when keys are off."""
+    if option is not None and option.is_dir():
+        yield option.resolve()
+        return
+    if option is not None:
+        keys = parse_key_list(option.read_text())
+    elif env_value:
+        keys = parse_key_list(env_value)
+    else:
+        yield None
+        return
+    directory = Path(tempfile.mkdtemp(prefix="rayvllm-keys-"))
+    try:
+        yield write_key_dir(keys, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
+    install_stop_handlers()
+    started = time.monotonic()
+    try:
+        with LocalStack(
+            config, args.host, args.port, args.metrics_port, args.num_cpus, args.verbose
+        ) as stack:
+            name = config.models[0].name
+            print(
+                f"rayvllm ready in {time.monotonic() - started:.0f}s: "
+                f"{stack.base_url}/v1 serving {name!r}. Try:\n"
+                f"  curl {stack.base_url}/v1/chat/completions -H 'Content-Type: application/json' "
+                f"""-d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'""",
+                flush=True,
+            )
+            stack.wait()
+    except KeyboardInterrupt:
+        pass
+    print("rayvllm stopped", flush=True)
+    return 0
+
+
+def load_config(args: argparse.Namespace) -> AppConfig:
+    if args.config:
+        return AppConfig.model_validate(yaml.safe_load(args.config.read_text()))
+    return default_config(args.model, args.max_model_len, args.engine_path)
+
+
+def default_config(model: str | None, max_model_len: int, engine_path: str = "direct") -> AppConfig:
+    """One model, sized for this machine: the GPU build on a GPU, small KV cache and eager mode on CPU."""
+    if model is None:
+        from rayvllm.models import SMOLLM2_NAME, smollm2_dir
+
+        source, name = str(smollm2_dir()), SMOLLM2_NAME
+    else:
+        source = model
+        name = Path(model).name if Path(model).is_dir() else model
+    gpu = _has_gpu()
+    engine = EngineConfig(
+        model=source,
+        max_model_len=max_model_len,
+        max_num_seqs=256 if gpu else 64,
+        dtype="auto" if gpu else cpu_dtype(),
+        # torch.compile costs minutes on a small CPU box; eager mode starts in seconds.
+        enforce_eager=not gpu,
+    )
+    return AppConfig(
+        engine_path=engine_path,
+        models=[
+            ModelConfig(
+                name=name,
+                engine=engine,
+                num_gpus=1 if gpu else 0,
+                autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
+                env={} if gpu else {"VLLM_CPU_KVCACHE_SPACE": "2"},
+            )
+        ],
+    )
+
+
+class LocalStack:
+    """A local Ray cluster with Serve running `config`; a context manager that stops all of it."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        metrics_port: int = 8080,
+        num_cpus: int = 8,
+        verbose: bool = False,
+    ) -> None:
+        self.config = config
+        self.host, self.port, self.metrics_port = host, port, metrics_port
+        self.num_cpus, self.verbose = num_cpus, verbose
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        import ray
+        from ray import serve
+
+        from rayvllm.app import build_app
+
+        # The raylet starts workers at this niceness. Ray's default, 15, makes the replica and its engine
+        # yield to every other process (docs/benchmarks.md: 13-15% of throughput on 2 cores).
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(
+            num_cpus=self.num_cpus,
+            include_dashboard=False,
+            log_to_driver=self.verbose,
+            _metrics_export_port=self.metrics_port,
+            # Let the engine find the local package and this venv's interpreter in every worker.
+            runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
+        )
+        install_stop_handlers()  # ray.init replaced SIGTERM's handler with a bare sys.exit
+        serve.start(http_options={"host": self.host, "port": self.port})
+        serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
+        self._wait_until_serving()
+
+    def _wait_until_serving(self, timeout_s: float = 600) -> None:
+        """`/v1/models` answers before the engine can generate; a one-token completion proves it can."""
+        body: dict[str, Any] = {"model": self.config.models[0].name, "prompt": "Hi", "max_tokens": 1}
+        headers = self._probe_headers()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                response = httpx.post(
+                    f"{self.base_url}/v1/completions", json=body, headers=headers, timeout=60
+                )
+                if response.status_code == 200:
+                    return
+                error = f"HTTP {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                error = repr(exc)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the app did not serve a completion within {timeout_s:.0f}s: {error}")
+            time.sleep(1)
+
+    def _probe_headers(self) -> dict[str, str]:
+        """With API keys on, the readiness probe authenticates with one of them."""
+        keys_dir = self.config.auth.api_keys_dir
+        keys = read_key_dir(Path(keys_dir)) if keys_dir else {}
+        return {"Authorization": f"Bearer {next(iter(keys.values()))}"} if keys else {}
+
+    def wait(self) -> None:
+        """Block until interrupted."""
+        while True:
+            signal.pause()
+
+    def _stop(self) -> None:
+        import psutil
+        import ray
+        from ray import serve
+
+        # Everything this process started (GCS, raylet, agents, workers, vLLM engine processes).
+        started = psutil.Process().children(recursive=True)
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+        # ray.shutdown() signals its processes but does not wait for all of them; no stray may outlive us.
+        _, alive = psutil.wait_procs(started, timeout=STOP_GRACE_S)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+
+
+def cpu_dtype() -> Literal["bfloat16", "float32"]:
+    """bfloat16 where the CPU computes it natively; float32 elsewhere.
+
+    Without AVX512-BF16 or AMX, oneDNN cannot build a bf16 matmul, vLLM falls back to torch's emulated
+    bf16 linear, and decoding runs many times slower than in float32.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return "bfloat16"
+    flags = set(cpuinfo.read_text().split())
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def install_stop_handlers() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so every stop takes the same clean path.
+
+    SIGINT is set explicitly too: a process started from a non-interactive shell's background job
+    inherits SIGINT ignored, and Ctrl-C (or a test's SIGINT) would then do nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
