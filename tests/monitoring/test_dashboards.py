@@ -15,6 +15,7 @@ from monitoring_support import (
     load_dashboards,
     panel_queries,
     promql_metric_names,
+    promql_selectors,
     require_tool,
     substitute_grafana_variables,
     variable_queries,
@@ -27,6 +28,8 @@ GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUS
 # Range windows must follow Grafana's step ($__rate_interval), or cover the dashboard's range.
 RANGE_WINDOW = re.compile(r"\[([^\[\]]+)\]")
 DASHBOARD_NAMES = sorted(load_dashboards())
+NAMESPACE_MATCHER = 'namespace=~"$namespace"'
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
 
 
 @pytest.fixture(params=DASHBOARD_NAMES)
@@ -81,9 +84,41 @@ def test_query_variables_use_the_datasource_and_follow_time(dashboard: dict) -> 
         assert variable["includeAll"] and variable["allValue"] == ".*"
 
 
-def test_dashboard_has_a_cluster_variable(dashboard: dict) -> None:
+def test_dashboard_selects_the_namespace_then_the_raycluster(dashboard: dict) -> None:
+    """`cluster` is kube-prometheus-stack's Kubernetes cluster; the RayCluster (renamed on every NewCluster
+    upgrade) is `raycluster`, chosen within the namespaces selected."""
     names = [variable["name"] for variable in dashboard["templating"]["list"]]
-    assert "cluster" in names
+    assert names[1:3] == ["namespace", "raycluster"]
+    assert "cluster" not in names
+    (namespace,) = [query for query in variable_queries({"d": dashboard}) if query.variable == "namespace"]
+    assert namespace.label == "namespace"
+
+
+def test_every_query_filters_on_the_namespace(dashboard: dict) -> None:
+    """Every selector of every panel and variable query matches `namespace=~"$namespace"`, and every grouping
+    keeps `namespace`, so two releases' same-named pools, models or applications are never summed. A series
+    without the label (a local stack) still matches the default, All (`.*`)."""
+    exprs = [(query.panel, query.expr) for query in panel_queries({"d": dashboard})]
+    exprs += [
+        (f"${query.variable}", query.selector)
+        for query in variable_queries({"d": dashboard})
+        if query.variable != "namespace"
+    ]
+    for where, expr in exprs:
+        for name, matchers in promql_selectors(expr):
+            assert NAMESPACE_MATCHER in matchers, f"{where}: {name} is not filtered on $namespace"
+        for grouping in GROUPING.findall(expr):
+            assert "namespace" in re.split(r"\s*,\s*", grouping), f"{where}: by ({grouping}) drops namespace"
+
+
+def test_raycluster_is_the_only_variable_for_ray_io_cluster(dashboards: dict[str, dict]) -> None:
+    exprs = [query.expr for query in panel_queries(dashboards)]
+    exprs += [variable.selector for variable in variable_queries(dashboards)]
+    for expr in exprs:
+        assert "$cluster" not in expr, expr
+        for name, matchers in promql_selectors(expr):
+            for matcher in re.findall(r"ray_io_cluster\s*[=!~]+\s*\"[^\"]*\"", matchers):
+                assert matcher == 'ray_io_cluster=~"$raycluster"', f"{name}: {matcher}"
 
 
 def test_variables_are_used(dashboard: dict) -> None:
