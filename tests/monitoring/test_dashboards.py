@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from monitoring_support import (
+    CHART,
     REPO,
     all_rules,
     load_dashboards,
@@ -24,7 +25,19 @@ from monitoring_support import (
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # kube-prometheus-stack's Grafana reads schema 39; newer Grafanas migrate it up.
 SCHEMA_VERSION = 39
-GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUSD"}
+# Grafana's custom count unit, `count:<unit>` (valueFormats.ts, simpleCountUnit): 1.2 K tokens/s.
+TOKENS_PER_SECOND = "count:tokens/s"
+GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUSD", TOKENS_PER_SECOND}
+# Panels coloured at an alert's threshold, by title, and the key of monitoring.prometheusRule.thresholds whose
+# chart default they use. A dashboard serves every release, whose thresholds may differ, so the JSON keeps
+# the chart's defaults rather than one release's values; this test keeps them equal.
+SLO_PANELS = {
+    "TTFT p95 (worst model)": "timeToFirstTokenP95Seconds",
+    "5xx ratio (worst application)": "http5xxRatio",
+    "KV cache usage (max)": "kvCacheUsageRatio",
+    "Queued requests (busiest deployment)": "serveQueuedRequests",
+    "Mean GPU utilisation": "gpuIdleUtilizationRatio",
+}
 # Range windows must follow Grafana's step ($__rate_interval), or cover the dashboard's range.
 RANGE_WINDOW = re.compile(r"\[([^\[\]]+)\]")
 DASHBOARD_NAMES = sorted(load_dashboards())
@@ -138,6 +151,37 @@ def test_panels_have_title_description_and_unit(dashboard: dict) -> None:
     for panel in panels(dashboard):
         assert panel["title"] and panel["description"], panel["id"]
         assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS, panel["title"]
+
+
+def test_token_rates_are_in_tokens_per_second(dashboard: dict) -> None:
+    for panel in panels(dashboard):
+        in_tokens_per_second = panel["fieldConfig"]["defaults"]["unit"] == TOKENS_PER_SECOND
+        assert in_tokens_per_second == ("tokens/s" in panel["title"].lower()), panel["title"]
+
+
+def test_stat_panels_have_explicit_thresholds(dashboard: dict) -> None:
+    """Grafana gives a panel without thresholds its own (red from 80), which colours 100 requests/s red."""
+    for panel in panels(dashboard):
+        if panel["type"] == "stat":
+            thresholds = panel["fieldConfig"]["defaults"]["thresholds"]
+            assert thresholds["mode"] == "absolute", panel["title"]
+            assert thresholds["steps"][0]["value"] is None, panel["title"]
+
+
+def test_slo_thresholds_are_the_chart_defaults(dashboards: dict[str, dict]) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    defaults = values["monitoring"]["prometheusRule"]["thresholds"]
+    seen = set()
+    for dashboard in dashboards.values():
+        for panel in panels(dashboard):
+            key = SLO_PANELS.get(panel["title"])
+            if key is None:
+                continue
+            seen.add(panel["title"])
+            steps = [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+            assert defaults[key] in steps, f"{panel['title']}: {steps} lacks {key} = {defaults[key]}"
+            assert key in panel["description"], f"{panel['title']}: the description should name {key}"
+    assert seen == set(SLO_PANELS)
 
 
 def test_panels_fit_the_grid_without_overlap(dashboard: dict) -> None:
