@@ -33,6 +33,7 @@ GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUS
 # the chart's defaults rather than one release's values; this test keeps them equal.
 SLO_PANELS = {
     "TTFT p95 (worst model)": "timeToFirstTokenP95Seconds",
+    "TTFT p95 by model": "timeToFirstTokenP95Seconds",
     "5xx ratio (worst application)": "http5xxRatio",
     "KV cache usage (max)": "kvCacheUsageRatio",
     "Queued requests (busiest deployment)": "serveQueuedRequests",
@@ -41,6 +42,7 @@ SLO_PANELS = {
 # Range windows must follow Grafana's step ($__rate_interval), or cover the dashboard's range.
 RANGE_WINDOW = re.compile(r"\[([^\[\]]+)\]")
 DASHBOARD_NAMES = sorted(load_dashboards())
+OVERVIEW = "overview.json"
 NAMESPACE_MATCHER = 'namespace=~"$namespace"'
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
 
@@ -78,6 +80,21 @@ def test_dashboards_have_distinct_uids(dashboards: dict[str, dict]) -> None:
     uids = [dashboard["uid"] for dashboard in dashboards.values()]
     assert len(set(uids)) == len(uids)
     assert all(re.fullmatch(r"rayvllm-[a-z-]+", uid) and len(uid) <= 40 for uid in uids)
+
+
+def test_the_overview_links_every_detailed_dashboard(dashboards: dict[str, dict]) -> None:
+    """The overview, what on-call opens first, links each detailed dashboard keeping the time range and the
+    variables, and every one of its panels opens the dashboard that details it."""
+    overview = dashboards[OVERVIEW]
+    detailed = {f"/d/{dashboard['uid']}" for name, dashboard in dashboards.items() if name != OVERVIEW}
+    links = [link for link in overview["links"] if link["type"] == "link"]
+    assert {link["url"] for link in links} == detailed
+    assert all(link["includeVars"] and link["keepTime"] for link in links)
+    for panel in panels(overview):
+        (link,) = panel["links"]
+        path, _, query = link["url"].partition("?")
+        assert path in detailed, panel["title"]
+        assert query == "${__url_time_range}&${__all_variables}", panel["title"]
 
 
 def test_first_variable_is_the_prometheus_datasource(dashboard: dict) -> None:
