@@ -36,7 +36,8 @@ PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_
 GRAFANA_VARIABLES = {
     "$__rate_interval": "1m",
     "$__range": "1h",
-    "$cluster": ".*",
+    "$namespace": ".*",
+    "$raycluster": ".*",
     "$model": ".*",
     "$pool": ".*",
     "$application": ".*",
@@ -64,6 +65,8 @@ _RANGE = re.compile(r"\[[^\[\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
 _IDENTIFIER = re.compile(r"(?<![\w.:$])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
 _SELECTOR = re.compile(r"(?<![\w.:$])([A-Za-z_:][\w:]*)\s*\{([^{}]*)\}")
+# A name with the placeholder `{#N}` that promql_selectors leaves for its N-th matcher block.
+_HELD_SELECTOR = re.compile(r"(?<![\w.:$#])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()\s*(?:\{#(\d+)\})?")
 _MATCHER_LABEL = re.compile(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)")
 
 
@@ -74,6 +77,26 @@ def promql_metric_names(expr: str) -> set[str]:
     text = _RANGE.sub(" ", text)
     text = _GROUPING.sub(" ", text)
     return {name for name in _IDENTIFIER.findall(text) if name not in _PROMQL_KEYWORDS}
+
+
+def promql_selectors(expr: str) -> list[tuple[str, str]]:
+    """Each metric or recording-rule selector of an expression, in order, with its matchers (`""` when it has
+    none): `rate(a{x="1"}[5m]) / b` gives `[("a", 'x="1"'), ("b", "")]`."""
+    matchers: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        matchers.append(match[1])
+        return f"{{#{len(matchers) - 1}}}"
+
+    text = re.sub(r"\{([^{}]*)\}", hold, expr)
+    text = _STRING.sub('""', text)
+    text = _RANGE.sub(" ", text)
+    text = _GROUPING.sub(" ", text)
+    return [
+        (name, matchers[int(held)] if held else "")
+        for name, held in _HELD_SELECTOR.findall(text)
+        if name not in _PROMQL_KEYWORDS
+    ]
 
 
 def promql_selector_labels(expr: str) -> dict[str, set[str]]:

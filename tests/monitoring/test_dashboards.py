@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from monitoring_support import (
+    CHART,
     all_rules,
     load_dashboards,
     panel_queries,
     promql_metric_names,
+    promql_selectors,
     require_tool,
     substitute_grafana_variables,
     variable_queries,
@@ -22,10 +24,26 @@ from monitoring_support import (
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # kube-prometheus-stack's Grafana reads schema 39; newer Grafanas migrate it up.
 SCHEMA_VERSION = 39
-GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUSD"}
+# Grafana's custom count unit, `count:<unit>` (valueFormats.ts, simpleCountUnit): 1.2 K tokens/s.
+TOKENS_PER_SECOND = "count:tokens/s"
+GRAFANA_UNITS = {"short", "percentunit", "s", "ms", "reqps", "watt", "currencyUSD", TOKENS_PER_SECOND}
+# Panels coloured at an alert's threshold, by title, and the key of monitoring.prometheusRule.thresholds whose
+# chart default they use. A dashboard serves every release, whose thresholds may differ, so the JSON keeps
+# the chart's defaults rather than one release's values; this test keeps them equal.
+SLO_PANELS = {
+    "TTFT p95 (worst model)": "timeToFirstTokenP95Seconds",
+    "TTFT p95 by model": "timeToFirstTokenP95Seconds",
+    "5xx ratio (worst application)": "http5xxRatio",
+    "KV cache usage (max)": "kvCacheUsageRatio",
+    "Queued requests (busiest deployment)": "serveQueuedRequests",
+    "Mean GPU utilisation": "gpuIdleUtilizationRatio",
+}
 # Range windows must follow Grafana's step ($__rate_interval), or cover the dashboard's range.
 RANGE_WINDOW = re.compile(r"\[([^\[\]]+)\]")
 DASHBOARD_NAMES = sorted(load_dashboards())
+OVERVIEW = "overview.json"
+NAMESPACE_MATCHER = 'namespace=~"$namespace"'
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^()]*)\)")
 
 
 @pytest.fixture(params=DASHBOARD_NAMES)
@@ -53,6 +71,21 @@ def test_dashboards_have_distinct_uids(dashboards: dict[str, dict]) -> None:
     assert all(re.fullmatch(r"rayvllm-[a-z-]+", uid) and len(uid) <= 40 for uid in uids)
 
 
+def test_the_overview_links_every_detailed_dashboard(dashboards: dict[str, dict]) -> None:
+    """The overview, what on-call opens first, links each detailed dashboard keeping the time range and the
+    variables, and every one of its panels opens the dashboard that details it."""
+    overview = dashboards[OVERVIEW]
+    detailed = {f"/d/{dashboard['uid']}" for name, dashboard in dashboards.items() if name != OVERVIEW}
+    links = [link for link in overview["links"] if link["type"] == "link"]
+    assert {link["url"] for link in links} == detailed
+    assert all(link["includeVars"] and link["keepTime"] for link in links)
+    for panel in panels(overview):
+        (link,) = panel["links"]
+        path, _, query = link["url"].partition("?")
+        assert path in detailed, panel["title"]
+        assert query == "${__url_time_range}&${__all_variables}", panel["title"]
+
+
 def test_first_variable_is_the_prometheus_datasource(dashboard: dict) -> None:
     variable = dashboard["templating"]["list"][0]
     assert (variable["name"], variable["type"], variable["query"]) == (
@@ -70,9 +103,41 @@ def test_query_variables_use_the_datasource_and_follow_time(dashboard: dict) -> 
         assert variable["includeAll"] and variable["allValue"] == ".*"
 
 
-def test_dashboard_has_a_cluster_variable(dashboard: dict) -> None:
+def test_dashboard_selects_the_namespace_then_the_raycluster(dashboard: dict) -> None:
+    """`cluster` is kube-prometheus-stack's Kubernetes cluster; the RayCluster (renamed on every NewCluster
+    upgrade) is `raycluster`, chosen within the namespaces selected."""
     names = [variable["name"] for variable in dashboard["templating"]["list"]]
-    assert "cluster" in names
+    assert names[1:3] == ["namespace", "raycluster"]
+    assert "cluster" not in names
+    (namespace,) = [query for query in variable_queries({"d": dashboard}) if query.variable == "namespace"]
+    assert namespace.label == "namespace"
+
+
+def test_every_query_filters_on_the_namespace(dashboard: dict) -> None:
+    """Every selector of every panel and variable query matches `namespace=~"$namespace"`, and every grouping
+    keeps `namespace`, so two releases' same-named pools, models or applications are never summed. A series
+    without the label (a local stack) still matches the default, All (`.*`)."""
+    exprs = [(query.panel, query.expr) for query in panel_queries({"d": dashboard})]
+    exprs += [
+        (f"${query.variable}", query.selector)
+        for query in variable_queries({"d": dashboard})
+        if query.variable != "namespace"
+    ]
+    for where, expr in exprs:
+        for name, matchers in promql_selectors(expr):
+            assert NAMESPACE_MATCHER in matchers, f"{where}: {name} is not filtered on $namespace"
+        for grouping in GROUPING.findall(expr):
+            assert "namespace" in re.split(r"\s*,\s*", grouping), f"{where}: by ({grouping}) drops namespace"
+
+
+def test_raycluster_is_the_only_variable_for_ray_io_cluster(dashboards: dict[str, dict]) -> None:
+    exprs = [query.expr for query in panel_queries(dashboards)]
+    exprs += [variable.selector for variable in variable_queries(dashboards)]
+    for expr in exprs:
+        assert "$cluster" not in expr, expr
+        for name, matchers in promql_selectors(expr):
+            for matcher in re.findall(r"ray_io_cluster\s*[=!~]+\s*\"[^\"]*\"", matchers):
+                assert matcher == 'ray_io_cluster=~"$raycluster"', f"{name}: {matcher}"
 
 
 def test_variables_are_used(dashboard: dict) -> None:
@@ -92,6 +157,37 @@ def test_panels_have_title_description_and_unit(dashboard: dict) -> None:
     for panel in panels(dashboard):
         assert panel["title"] and panel["description"], panel["id"]
         assert panel["fieldConfig"]["defaults"]["unit"] in GRAFANA_UNITS, panel["title"]
+
+
+def test_token_rates_are_in_tokens_per_second(dashboard: dict) -> None:
+    for panel in panels(dashboard):
+        in_tokens_per_second = panel["fieldConfig"]["defaults"]["unit"] == TOKENS_PER_SECOND
+        assert in_tokens_per_second == ("tokens/s" in panel["title"].lower()), panel["title"]
+
+
+def test_stat_panels_have_explicit_thresholds(dashboard: dict) -> None:
+    """Grafana gives a panel without thresholds its own (red from 80), which colours 100 requests/s red."""
+    for panel in panels(dashboard):
+        if panel["type"] == "stat":
+            thresholds = panel["fieldConfig"]["defaults"]["thresholds"]
+            assert thresholds["mode"] == "absolute", panel["title"]
+            assert thresholds["steps"][0]["value"] is None, panel["title"]
+
+
+def test_slo_thresholds_are_the_chart_defaults(dashboards: dict[str, dict]) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    defaults = values["monitoring"]["prometheusRule"]["thresholds"]
+    seen = set()
+    for dashboard in dashboards.values():
+        for panel in panels(dashboard):
+            key = SLO_PANELS.get(panel["title"])
+            if key is None:
+                continue
+            seen.add(panel["title"])
+            steps = [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+            assert defaults[key] in steps, f"{panel['title']}: {steps} lacks {key} = {defaults[key]}"
+            assert key in panel["description"], f"{panel['title']}: the description should name {key}"
+    assert seen == set(SLO_PANELS)
 
 
 def test_panels_fit_the_grid_without_overlap(dashboard: dict) -> None:
