@@ -82,7 +82,7 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 {{- else if $gpuMiB }}
 {{- $estimate := include "rayvllm.capacity.estimate" (dict "model" $model "gpuMiB" $gpuMiB "overheadMiB" $values.capacity.overheadMiB) | fromJson }}
 {{- if not $estimate.fits }}
-- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. Lower engine.max_model_len to at most {{ $estimate.maxModelLen }}, use engine.kv_cache_dtype fp8, quantize the weights, or raise engine.tensor_parallel_size.
+- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ int $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" (toString $model.accelerator_type) "gpuMemoryMiB" $values.capacity.gpuMemoryMiB "overheadMiB" $values.capacity.overheadMiB) }}
 {{- end }}
 {{- end }}
 {{- end }}
