@@ -140,6 +140,86 @@ def test_cli_passes_the_shipped_overlays(overlay: Path, capsys) -> None:
     assert "fits on" in capsys.readouterr().out
 
 
+LLAMA_70B_SIZING = {
+    "parameters": 70.6e9,
+    "weight_bytes_per_param": 2,
+    "num_layers": 80,
+    "num_kv_heads": 8,
+    "head_dim": 128,
+    "kv_cache_bytes_per_value": 2,
+}
+LLAMA_70B_AWQ_SIZING = {**LLAMA_70B_SIZING, "weight_bytes_per_param": 0.56}
+# One KV head (multi-query attention): sharding splits the weights but not the KV cache.
+MQA_7B_SIZING = {
+    "parameters": 7e9,
+    "weight_bytes_per_param": 2,
+    "num_layers": 32,
+    "num_kv_heads": 1,
+    "head_dim": 64,
+    "kv_cache_bytes_per_value": 2,
+}
+
+
+def l4_advice(sizing: dict, max_model_len: int, tp: int = 1) -> str:
+    return capacity.advice(
+        ModelSizing.model_validate(sizing),
+        max_model_len=max_model_len,
+        gpu="L4",
+        gpu_table=capacity.GPU_MEMORY_MIB,
+        tensor_parallel_size=tp,
+    )
+
+
+def test_advice_names_a_shorter_context_while_the_weights_fit() -> None:
+    assert l4_advice(LLAMA_8B_SIZING, 131072) == (
+        "Lower engine.max_model_len to at most 26932, use engine.kv_cache_dtype fp8, quantize the weights, "
+        "or shard it with engine.tensor_parallel_size 2 and 2 GPUs per worker (nvidia.com/gpu: 2)."
+    )
+
+
+def test_advice_leaves_out_an_fp8_kv_cache_that_is_already_set() -> None:
+    fp8 = {**LLAMA_8B_SIZING, "kv_cache_bytes_per_value": 1}
+    assert "kv_cache_dtype" not in l4_advice(fp8, 400_000)
+
+
+def test_advice_shards_weights_that_alone_do_not_fit_instead_of_a_zero_context() -> None:
+    """Issue 17: a 70B model on an L4 was told "Lower engine.max_model_len to at most 0"."""
+    text = l4_advice(LLAMA_70B_AWQ_SIZING, 8192)
+    assert "at most 0" not in text
+    assert text == (
+        "Its weights and overhead alone (39752 MiB per GPU) leave no room for the KV cache, so a shorter "
+        "engine.max_model_len cannot help: shard it with engine.tensor_parallel_size 4 and 4 GPUs per "
+        "worker (nvidia.com/gpu: 4), or quantize the weights."
+    )
+
+
+def test_advice_tries_only_more_gpus_than_the_model_has() -> None:
+    assert "tensor_parallel_size 8 and 8 GPUs" in l4_advice(LLAMA_70B_SIZING, 8192, tp=4)
+
+
+def test_advice_gives_the_context_that_the_largest_sharding_holds() -> None:
+    assert l4_advice(LLAMA_70B_SIZING, 131072).endswith(
+        "engine.tensor_parallel_size 8 with 8 GPUs per worker (nvidia.com/gpu: 8) fits it with "
+        "engine.max_model_len at most 47366; or quantize the weights."
+    )
+
+
+def test_advice_says_when_no_sharding_fits_this_gpu_type() -> None:
+    huge = {**LLAMA_70B_SIZING, "parameters": 405e9, "num_layers": 126}
+    assert l4_advice(huge, 8192).endswith(
+        "no engine.tensor_parallel_size up to 8 fits it on L4; quantize the weights, or use a GPU type with "
+        "more memory."
+    )
+
+
+def test_advice_names_the_gpu_types_where_the_model_fits_as_set() -> None:
+    assert l4_advice(MQA_7B_SIZING, 3_000_000) == (
+        "Lower engine.max_model_len to at most 682388, use engine.kv_cache_dtype fp8 or quantize the "
+        "weights: no engine.tensor_parallel_size up to 8 fits it on L4 (it fits on A100-80G, H100, H200 "
+        "or L40S as set)."
+    )
+
+
 # Both sides of the boundary, on the chart's default L4 worker group.
 CASES = {
     "8B bf16 at 128k does not fit an L4": (LLAMA_8B_SIZING, 131072, 1),
@@ -150,23 +230,19 @@ CASES = {
         131072,
         1,
     ),
-    "70B AWQ does not fit an L4": (
-        {
-            "parameters": 70.6e9,
-            "weight_bytes_per_param": 0.56,
-            "num_layers": 80,
-            "num_kv_heads": 8,
-            "head_dim": 128,
-            "kv_cache_bytes_per_value": 2,
-        },
-        8192,
-        1,
-    ),
+    "70B AWQ does not fit an L4": (LLAMA_70B_AWQ_SIZING, 8192, 1),
+    "70B AWQ fits four L4s": (LLAMA_70B_AWQ_SIZING, 8192, 4),
+    "70B bf16 at 128k does not fit even eight L4s": (LLAMA_70B_SIZING, 131072, 1),
+    "405B does not fit eight L4s": ({**LLAMA_70B_SIZING, "parameters": 405e9, "num_layers": 126}, 8192, 1),
+    "7B MQA at 3M tokens fits no number of L4s": (MQA_7B_SIZING, 3_000_000, 1),
 }
 
 
 @pytest.mark.parametrize("sizing, max_model_len, gpus", CASES.values(), ids=CASES.keys())
-def test_chart_and_cli_agree(tmp_path: Path, run_tool, sizing: dict, max_model_len: int, gpus: int) -> None:
+def test_chart_and_cli_agree(
+    tmp_path: Path, run_tool, capsys, sizing: dict, max_model_len: int, gpus: int
+) -> None:
+    """The same numbers, and when the model does not fit, the same advice word for word."""
     model = {
         "name": "m",
         "engine": {"model": "m", "max_model_len": max_model_len, "tensor_parallel_size": gpus},
@@ -202,14 +278,16 @@ def test_chart_and_cli_agree(tmp_path: Path, run_tool, sizing: dict, max_model_l
         assert result.returncode != 0
         failure = re.search(
             r"does not fit one L4: it needs (\d+) MiB per GPU \(weights (\d+) \+ KV cache (\d+) for "
-            r"engine.max_model_len \d+ \+ overhead (\d+)\), but .* gives (\d+) MiB. "
-            r"Lower engine.max_model_len to at most (\d+)",
+            r"engine.max_model_len \d+ \+ overhead (\d+)\), but .* gives (\d+) MiB. ",
             result.stderr,
         )
         assert failure, result.stderr
-        need, weights, kv_cache, overhead, budget, longest = (int(x) for x in failure.groups())
+        need, weights, kv_cache, overhead, budget = (int(x) for x in failure.groups())
         assert need == round(expected.need / capacity.MIB)
-        assert longest == expected.longest_fitting_len
+        advice = l4_advice(sizing, max_model_len, gpus)
+        assert f"MiB. {advice}\n" in result.stderr, result.stderr
+        assert rayvllm_main(["capacity", "--chart", str(CHART), "--values", str(values)]) == 1
+        assert f"\n  {advice}\n" in capsys.readouterr().out
     mib = capacity.MIB
     assert (weights, kv_cache, overhead, budget) == (
         round(expected.weights / mib),

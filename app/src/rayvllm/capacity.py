@@ -101,6 +101,75 @@ def estimate(
     )
 
 
+# Sharding the advice tries: powers of two divide the head counts that vLLM needs tensor_parallel_size to
+# divide, and 8 GPUs is the most one node of the table's types carries (the chart keeps a replica within one
+# worker pod).
+TENSOR_PARALLEL_CANDIDATES = (2, 4, 8)
+
+
+def advice(
+    sizing: ModelSizing,
+    *,
+    max_model_len: int,
+    gpu: str,
+    gpu_table: dict[str, float],
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
+    tensor_parallel_size: int = 1,
+    overhead_mib: float = DEFAULT_OVERHEAD_MIB,
+) -> str:
+    """What to change when a model does not fit one `gpu`: the chart's rayvllm.capacity.advice, word for word.
+
+    While the weights fit, a shorter max_model_len helps; once they alone fill the GPU, only sharding
+    (tensor_parallel_size, with as many GPUs per worker) or smaller weights do.
+    """
+
+    def on(gpu_mib: float, tp: int) -> Estimate:
+        return estimate(
+            sizing,
+            max_model_len=max_model_len,
+            gpu_memory_mib=gpu_mib,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tp,
+            overhead_mib=overhead_mib,
+        )
+
+    est = on(gpu_table[gpu], tensor_parallel_size)
+    sharded = {tp: on(gpu_table[gpu], tp) for tp in TENSOR_PARALLEL_CANDIDATES if tp > tensor_parallel_size}
+    fit_tp = next((tp for tp, e in sharded.items() if e.fits), 0)
+    short_tp = next((tp for tp, e in sharded.items() if e.longest_fitting_len > 0), 0)
+    elsewhere = [name for name in sorted(gpu_table) if on(gpu_table[name], tensor_parallel_size).fits]
+    if len(elsewhere) > 1:
+        elsewhere = [", ".join(elsewhere[:-1]), elsewhere[-1]]
+    nowhere = f"no engine.tensor_parallel_size up to 8 fits it on {gpu}"
+    if elsewhere:
+        nowhere += f" (it fits on {' or '.join(elsewhere)} as set)"
+
+    def shard(tp: int) -> str:
+        return f"engine.tensor_parallel_size {tp} and {tp} GPUs per worker (nvidia.com/gpu: {tp})"
+
+    if est.longest_fitting_len > 0:
+        options = [f"Lower engine.max_model_len to at most {est.longest_fitting_len}"]
+        if sizing.kv_cache_bytes_per_value > 1:
+            options.append("use engine.kv_cache_dtype fp8")
+        if fit_tp:
+            options.append("quantize the weights")
+            return f"{', '.join(options)}, or shard it with {shard(fit_tp)}."
+        return f"{', '.join(options)} or quantize the weights: {nowhere}."
+    alone = (
+        f"Its weights and overhead alone ({(est.weights + est.overhead) / MIB:.0f} MiB per GPU) leave no "
+        "room for the KV cache, so a shorter engine.max_model_len cannot help: "
+    )
+    if fit_tp:
+        return f"{alone}shard it with {shard(fit_tp)}, or quantize the weights."
+    if short_tp:
+        return (
+            f"{alone}engine.tensor_parallel_size {short_tp} with {short_tp} GPUs per worker "
+            f"(nvidia.com/gpu: {short_tp}) fits it with engine.max_model_len at most "
+            f"{sharded[short_tp].longest_fitting_len}; or quantize the weights."
+        )
+    return f"{alone}{nowhere}; quantize the weights, or use a GPU type with more memory."
+
+
 def sizing_from_hf_config(
     config: dict[str, Any],
     *,
@@ -191,7 +260,11 @@ def load_values(chart: Path, files: list[Path]) -> dict[str, Any]:
     return values
 
 
-def report(name: str, gpu: str, gpu_mib: float, utilization: float, tp: int, est: Estimate) -> str:
+def report(
+    name: str, gpu: str, gpu_mib: float, utilization: float, tp: int, est: Estimate, advice_text: str = ""
+) -> str:
+    """The estimate as `rayvllm capacity` prints it, with the advice when the model does not fit."""
+
     def mib(value: float) -> str:
         return f"{value / MIB:9.0f} MiB"
 
@@ -206,6 +279,8 @@ def report(name: str, gpu: str, gpu_mib: float, utilization: float, tp: int, est
         f"  max_model_len that fits: {est.longest_fitting_len}; KV room for {est.sequences:.1f} sequences "
         f"of {est.max_model_len} tokens",
     ]
+    if not est.fits and advice_text:
+        lines.append(f"  {advice_text}")
     return "\n".join(lines)
 
 
@@ -224,15 +299,16 @@ def check_values(args: argparse.Namespace) -> int:
             continue
         utilization = float(engine.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         tp = int(engine.get("tensor_parallel_size", 1))
-        est = estimate(
-            ModelSizing.model_validate(model["sizing"]),
-            max_model_len=int(engine["max_model_len"]),
-            gpu_memory_mib=table[gpu],
-            gpu_memory_utilization=utilization,
-            tensor_parallel_size=tp,
-            overhead_mib=overhead,
-        )
-        print(report(model["name"], gpu, table[gpu], utilization, tp, est))
+        sizing = ModelSizing.model_validate(model["sizing"])
+        shape: dict[str, Any] = {
+            "max_model_len": int(engine["max_model_len"]),
+            "gpu_memory_utilization": utilization,
+            "tensor_parallel_size": tp,
+            "overhead_mib": overhead,
+        }
+        est = estimate(sizing, gpu_memory_mib=table[gpu], **shape)
+        text = "" if est.fits else advice(sizing, gpu=gpu, gpu_table=table, **shape)
+        print(report(model["name"], gpu, table[gpu], utilization, tp, est, text))
         status = status or (0 if est.fits else 1)
     return status
 
@@ -254,16 +330,17 @@ def check_model(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"capacity: unknown GPU {args.gpu!r}; pass --gpu-memory-mib (known: {sorted(GPU_MEMORY_MIB)})"
         )
-    est = estimate(
-        sizing,
-        max_model_len=args.max_model_len,
-        gpu_memory_mib=gpu_mib,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        tensor_parallel_size=args.tensor_parallel_size,
-        overhead_mib=args.overhead_mib,
-    )
+    shape: dict[str, Any] = {
+        "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "overhead_mib": args.overhead_mib,
+    }
+    est = estimate(sizing, gpu_memory_mib=gpu_mib, **shape)
+    table = {**GPU_MEMORY_MIB, args.gpu: gpu_mib}
+    text = "" if est.fits else advice(sizing, gpu=args.gpu, gpu_table=table, **shape)
     name = path.name if path.is_dir() else path.parent.name or str(path)
-    print(report(name, args.gpu, gpu_mib, args.gpu_memory_utilization, args.tensor_parallel_size, est))
+    print(report(name, args.gpu, gpu_mib, args.gpu_memory_utilization, args.tensor_parallel_size, est, text))
     print("sizing hints for the chart's app.models[].sizing:")
     for key, value in sizing.model_dump().items():
         print(f"  {key}: {value:g}" if isinstance(value, float) else f"  {key}: {value}")

@@ -1,6 +1,6 @@
 {{/*
 The capacity check: does a model fit its GPU? The arithmetic of `rayvllm capacity` (app/src/rayvllm/capacity.py);
-tests/chart/test_capacity.py checks that both give the same numbers.
+tests/chart/test_chart_capacity.py checks that both give the same numbers and the same advice.
 */}}
 
 {{/*
@@ -11,14 +11,15 @@ rayvllm.capacity.estimate: the memory one GPU of a replica needs, as JSON (MiB, 
   budget    = gpu_memory_utilization x the GPU's memory
   fits      = weights + kvCache + overhead <= budget
 plus maxModelLen (the longest context that fits) and sequences (full-length sequences the KV room holds).
-`model` is one `.Values.app.models` item with `sizing` and `engine.max_model_len` set; `gpuMiB` the GPU's memory.
+`model` is one `.Values.app.models` item with `sizing` and `engine.max_model_len` set; `gpuMiB` the GPU's memory;
+`tensorParallelSize`, when given, replaces the model's engine.tensor_parallel_size (for the advice below).
 Usage: {{ $estimate := include "rayvllm.capacity.estimate" (dict "model" $model "gpuMiB" 23034 "overheadMiB" 2048) | fromJson }}
 */}}
 {{- define "rayvllm.capacity.estimate" -}}
 {{- $sizing := .model.sizing }}
 {{- $engine := .model.engine }}
 {{- $mib := 1048576.0 }}
-{{- $tp := float64 (default 1 $engine.tensor_parallel_size) }}
+{{- $tp := float64 (default (default 1 $engine.tensor_parallel_size) .tensorParallelSize) }}
 {{- $utilization := float64 (default 0.9 $engine.gpu_memory_utilization) }}
 {{- $weights := divf (mulf $sizing.parameters $sizing.weight_bytes_per_param) $tp }}
 {{- $kvHeads := ceil (divf $sizing.num_kv_heads $tp) }}
@@ -40,6 +41,59 @@ Usage: {{ $estimate := include "rayvllm.capacity.estimate" (dict "model" $model 
   "maxModelLen" $maxModelLen
   "sequences" (divf (max 0 $room) $kvCache)
 ) }}
+{{- end }}
+
+{{/*
+rayvllm.capacity.advice: what to change when a model does not fit one GPU of its type, one or two sentences
+(`advice()` in app/src/rayvllm/capacity.py writes the same). When the weights fit, a shorter max_model_len
+helps; when they alone fill the GPU, only sharding or smaller weights do. Sharding tries
+tensor_parallel_size 2, 4 and 8: powers of two divide the head counts vLLM needs them to, and 8 GPUs is the
+most one node of these types carries, while the chart keeps a replica within one worker pod.
+`gpu` is the model's accelerator type and `gpuMemoryMiB` the table of every type (capacity.gpuMemoryMiB).
+Usage: {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" "L4" "gpuMemoryMiB" $table "overheadMiB" 2048) }}
+*/}}
+{{- define "rayvllm.capacity.advice" -}}
+{{- $tp := int (default 1 .model.engine.tensor_parallel_size) }}
+{{- $args := dict "model" .model "gpuMiB" (get .gpuMemoryMiB .gpu) "overheadMiB" .overheadMiB }}
+{{- $estimate := include "rayvllm.capacity.estimate" $args | fromJson }}
+{{- $fitTP := 0 }}
+{{- $shortTP := 0 }}
+{{- $shortLen := 0 }}
+{{- range $candidate := list 2 4 8 }}
+{{- if gt $candidate $tp }}
+{{- $sharded := include "rayvllm.capacity.estimate" (merge (dict "tensorParallelSize" $candidate) $args) | fromJson }}
+{{- if and (not $fitTP) $sharded.fits }}{{ $fitTP = $candidate }}{{ end }}
+{{- if and (not $shortTP) (gt (int $sharded.maxModelLen) 0) }}{{ $shortTP = $candidate }}{{ $shortLen = int $sharded.maxModelLen }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $elsewhere := list }}
+{{- range $type := keys .gpuMemoryMiB | sortAlpha }}
+{{- if (include "rayvllm.capacity.estimate" (merge (dict "gpuMiB" (get $.gpuMemoryMiB $type)) $args) | fromJson).fits }}
+{{- $elsewhere = append $elsewhere $type }}
+{{- end }}
+{{- end }}
+{{- $nowhere := printf "no engine.tensor_parallel_size up to 8 fits it on %s" .gpu }}
+{{- if gt (len $elsewhere) 1 }}{{ $elsewhere = list (join ", " (initial $elsewhere)) (last $elsewhere) }}{{ end }}
+{{- if $elsewhere }}{{ $nowhere = printf "%s (it fits on %s as set)" $nowhere (join " or " $elsewhere) }}{{ end }}
+{{- if gt (int $estimate.maxModelLen) 0 }}
+{{- $options := list (printf "Lower engine.max_model_len to at most %d" (int $estimate.maxModelLen)) }}
+{{- if gt (float64 .model.sizing.kv_cache_bytes_per_value) 1.0 }}{{ $options = append $options "use engine.kv_cache_dtype fp8" }}{{ end }}
+{{- if $fitTP }}
+{{- $options = append $options "quantize the weights" }}
+{{- printf "%s, or shard it with engine.tensor_parallel_size %d and %d GPUs per worker (nvidia.com/gpu: %d)." (join ", " $options) $fitTP $fitTP $fitTP }}
+{{- else }}
+{{- printf "%s or quantize the weights: %s." (join ", " $options) $nowhere }}
+{{- end }}
+{{- else }}
+{{- printf "Its weights and overhead alone (%.0f MiB per GPU) leave no room for the KV cache, so a shorter engine.max_model_len cannot help: " (addf $estimate.weightsMiB $estimate.overheadMiB) }}
+{{- if $fitTP }}
+{{- printf "shard it with engine.tensor_parallel_size %d and %d GPUs per worker (nvidia.com/gpu: %d), or quantize the weights." $fitTP $fitTP $fitTP }}
+{{- else if $shortTP }}
+{{- printf "engine.tensor_parallel_size %d with %d GPUs per worker (nvidia.com/gpu: %d) fits it with engine.max_model_len at most %d; or quantize the weights." $shortTP $shortTP $shortTP $shortLen }}
+{{- else }}
+{{- printf "%s; quantize the weights, or use a GPU type with more memory." $nowhere }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*

@@ -20,17 +20,20 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 - {{ $where }}: resources.limits has no nvidia.com/gpu; set the GPUs of each worker pod there (for example `nvidia.com/gpu: 1`).
 {{- end }}
 {{- $gpuToleration := false }}
-{{- $spotToleration := false }}
+{{- $aksSpotToleration := false }}
 {{- range $tolerations }}
-{{- if or (eq (toString .key) "nvidia.com/gpu") (and (not .key) (eq (toString .operator) "Exists")) }}
+{{- $wildcard := and (not .key) (eq (toString .operator) "Exists") }}
+{{- if or (eq (toString .key) "nvidia.com/gpu") $wildcard }}
 {{- $gpuToleration = true }}
 {{- end }}
-{{- if ne (toString .key) "nvidia.com/gpu" }}
-{{- $spotToleration = true }}
+{{- if or (eq (toString .key) "kubernetes.azure.com/scalesetpriority") $wildcard }}
+{{- $aksSpotToleration = true }}
 {{- end }}
 {{- end }}
-{{- if and $group.spot (not $spotToleration) }}
-- {{ $where }}: a spot pool (spot: true) without a toleration for its spot taint; add it to workerGroups[{{ $j }}].tolerations (GKE: cloud.google.com/gke-spot=true, EKS/Karpenter: karpenter.sh/capacity-type=spot, AKS: kubernetes.azure.com/scalesetpriority=spot), or its pods never schedule.
+{{- /* Only AKS taints every spot node; GKE and Karpenter taint them only when the pool says so, which the
+chart cannot see: NOTES.txt warns about a spot group that tolerates no spot taint instead. */}}
+{{- if and (eq (toString (dig "kubernetes.azure.com/scalesetpriority" "" ($group.nodeSelector | default dict))) "spot") (not $aksSpotToleration) }}
+- {{ $where }}: selects AKS spot nodes (nodeSelector kubernetes.azure.com/scalesetpriority: spot), which AKS always taints kubernetes.azure.com/scalesetpriority=spot:NoSchedule; add `{key: kubernetes.azure.com/scalesetpriority, operator: Equal, value: spot, effect: NoSchedule}` to workerGroups[{{ $j }}].tolerations, or its pods never schedule.
 {{- end }}
 {{- if not $gpuToleration }}
 - {{ $where }}: no toleration for the nvidia.com/gpu:NoSchedule taint that GPU nodes carry; add `{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}` to workerGroups[{{ $j }}].tolerations.
@@ -82,7 +85,7 @@ Usage: {{ $errors := include "rayvllm.validate.errors" . | trim }}
 {{- else if $gpuMiB }}
 {{- $estimate := include "rayvllm.capacity.estimate" (dict "model" $model "gpuMiB" $gpuMiB "overheadMiB" $values.capacity.overheadMiB) | fromJson }}
 {{- if not $estimate.fits }}
-- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. Lower engine.max_model_len to at most {{ $estimate.maxModelLen }}, use engine.kv_cache_dtype fp8, quantize the weights, or raise engine.tensor_parallel_size.
+- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ int $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" (toString $model.accelerator_type) "gpuMemoryMiB" $values.capacity.gpuMemoryMiB "overheadMiB" $values.capacity.overheadMiB) }}
 {{- end }}
 {{- end }}
 {{- end }}
