@@ -4,7 +4,8 @@ The one Ray pod template, shared by the head group and every worker group.
 
 {{/*
 rayvllm.ray.podTemplate: a pod template for a Ray node group. `group` is `.Values.head` or one item of
-`.Values.workerGroups`; `nodeType` is `head` or `worker`.
+`.Values.workerGroups`; `nodeType` is `head` or `worker`. The group's own `env`, `volumes` and `volumeMounts`
+come after those of `.Values.pod`; its `sidecars` after the Ray container, which KubeRay expects first.
 Usage: {{- include "rayvllm.ray.podTemplate" (dict "root" $ "group" $group "nodeType" "worker") | nindent 6 }}
 */}}
 {{- define "rayvllm.ray.podTemplate" -}}
@@ -34,6 +35,9 @@ spec:
   {{- with $group.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
+  {{- with $group.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
   terminationGracePeriodSeconds: {{ $shutdown.grace }}
   {{- with $values.pod.securityContext }}
   securityContext:
@@ -54,6 +58,10 @@ spec:
   {{- with $group.topologySpreadConstraints }}
   topologySpreadConstraints:
     {{- include "rayvllm.ray.topologySpreadConstraints" (dict "root" $root "group" $group "constraints" .) | nindent 4 }}
+  {{- end }}
+  {{- with $group.initContainers }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $isHead }}
@@ -103,6 +111,9 @@ spec:
         {{- with $values.pod.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- with $group.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with $values.pod.envFrom }}
       envFrom:
         {{- toYaml . | nindent 8 }}
@@ -127,6 +138,12 @@ spec:
         {{- with $values.pod.volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- with $group.volumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    {{- with $group.sidecars }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     - name: model-cache
       {{- include "rayvllm.modelCache.volume" $root | trim | nindent 6 }}
@@ -147,6 +164,9 @@ spec:
       {{- include "rayvllm.autoscaler.tokenVolume" $root | nindent 6 }}
     {{- end }}
     {{- with $values.pod.volumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- with $group.volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
