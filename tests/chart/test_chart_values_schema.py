@@ -59,6 +59,10 @@ BAD_VALUES = {
         ["--set", "head.annotations.team=ml"],
         "at '/head': additional properties 'annotations' not allowed",
     ),
+    "a Serve HTTP proxy outside its enum, under its new name": (
+        ["--set", "serve.httpProxy=nginx"],
+        "at '/serve/httpProxy': value must be one of",
+    ),
     "an unknown externalTrafficPolicy": (
         ["--set", "serve.service.externalTrafficPolicy=local"],
         "at '/serve/service/externalTrafficPolicy': value must be one of",

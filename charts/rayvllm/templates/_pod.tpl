@@ -230,13 +230,13 @@ Usage: {{- include "rayvllm.modelCache.env" .Values.modelCache.mountPath | ninde
 {{- end }}
 
 {{/*
-rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.ingress`, `.throughputOptimized`,
+rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.throughputOptimized`,
 `.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
 gets them.
 Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
 */}}
 {{- define "rayvllm.serve.env" -}}
-{{- if eq .ingress "haproxy" }}
+{{- if eq (include "rayvllm.serve.httpProxy" .) "haproxy" }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
 - name: RAY_SERVE_HAPROXY_MAXCONN
