@@ -59,6 +59,14 @@ BAD_VALUES = {
         ["--set", "head.annotations.team=ml"],
         "at '/head': additional properties 'annotations' not allowed",
     ),
+    "a numeric string with a sign, where the number may not be negative": (
+        ["--set", "modelOverrides.autoscaling.target_ongoing_requests=-0.5"],
+        "at '/modelOverrides/autoscaling/target_ongoing_requests': 'anyOf' failed",
+    ),
+    "a string that is no number, where a number is meant": (
+        ["--set", "capacity.overheadMiB=2GiB"],
+        "at '/capacity/overheadMiB': 'anyOf' failed",
+    ),
     "a Serve HTTP proxy outside its enum, under its new name": (
         ["--set", "serve.httpProxy=nginx"],
         "at '/serve/httpProxy': value must be one of",
@@ -137,3 +145,29 @@ def test_the_schema_accepts_every_escape_hatch(run_tool) -> None:
         *("--set-json", f"extraObjects={json.dumps(extra_objects)}"),
     ]
     run_tool("helm", "template", "llm", CHART, *flags)
+
+
+def test_floats_from_helm_set_are_accepted_and_reach_the_app_as_numbers(run_tool) -> None:
+    """`--set` types integers but leaves `0.85` a string: the schema takes it, the app reads a number."""
+    import yaml
+    from rayvllm.config import AppConfig
+
+    flags = [
+        *(
+            "--set",
+            "app.models[0].name=m,app.models[0].engine.model=x,app.models[0].engine.max_model_len=4096",
+        ),
+        *("--set", "app.models[0].engine.gpu_memory_utilization=0.85,app.models[0].accelerator_type=L4"),
+        *("--set", "modelOverrides.autoscaling.target_ongoing_requests=0.5,capacity.enabled=false"),
+        *(
+            "--set",
+            "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.thresholds.kvCacheUsageRatio=0.9",
+        ),
+    ]
+    result = run_tool("helm", "template", "llm", CHART, *flags)
+    (service,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] == "RayService"]
+    args = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+    model = AppConfig.model_validate(args).models[0]
+    assert model.engine.gpu_memory_utilization == 0.85
+    assert model.autoscaling.target_ongoing_requests == 0.5
+    assert "> 0.9" in result.stdout  # the KV cache alert's threshold
