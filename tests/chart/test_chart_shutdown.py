@@ -15,8 +15,8 @@ SPOT_OVERLAYS = {name: files for name, files in RENDER_CASES.items() if name.end
 
 
 def stop_times(template: dict[str, Any]) -> tuple[int, int, int]:
-    """(grace, preStop sleep, drain) of a pod template, as rendered."""
-    (container,) = template["spec"]["containers"]
+    """(grace, preStop sleep, drain) of a pod template's Ray container (the first; sidecars follow it)."""
+    container = template["spec"]["containers"][0]
     env = {var["name"]: var.get("value") for var in container["env"]}
     command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
     assert command[0] == "sleep"

@@ -66,3 +66,15 @@ def test_model_names_are_unique() -> None:
 def test_cpu_replica_asks_for_no_gpu() -> None:
     model = ModelConfig.model_validate({**MINIMAL["models"][0], "num_gpus": 0})
     assert model.gpus_per_replica == 0
+
+
+def test_numbers_written_as_strings_are_read_as_numbers_and_still_bounded() -> None:
+    """`helm --set engine.gpu_memory_utilization=0.85` passes "0.85"; the chart's schema lets it through."""
+    engine = {"model": "/models/m", "max_model_len": "4096", "gpu_memory_utilization": "0.85"}
+    config = AppConfig.model_validate({"models": [{"name": "m", "engine": engine}]})
+    assert config.models[0].engine.gpu_memory_utilization == 0.85
+    assert config.models[0].engine.max_model_len == 4096
+    with pytest.raises(ValidationError, match="gpu_memory_utilization"):
+        AppConfig.model_validate(
+            {"models": [{"name": "m", "engine": {**engine, "gpu_memory_utilization": "1.5"}}]}
+        )

@@ -4,7 +4,8 @@ The one Ray pod template, shared by the head group and every worker group.
 
 {{/*
 rayvllm.ray.podTemplate: a pod template for a Ray node group. `group` is `.Values.head` or one item of
-`.Values.workerGroups`; `nodeType` is `head` or `worker`.
+`.Values.workerGroups`; `nodeType` is `head` or `worker`. The group's own `env`, `volumes` and `volumeMounts`
+come after those of `.Values.pod`; its `sidecars` after the Ray container, which KubeRay expects first.
 Usage: {{- include "rayvllm.ray.podTemplate" (dict "root" $ "group" $group "nodeType" "worker") | nindent 6 }}
 */}}
 {{- define "rayvllm.ray.podTemplate" -}}
@@ -39,6 +40,9 @@ spec:
   {{- with $group.priorityClassName }}
   priorityClassName: {{ . }}
   {{- end }}
+  {{- with $group.runtimeClassName }}
+  runtimeClassName: {{ . }}
+  {{- end }}
   terminationGracePeriodSeconds: {{ $shutdown.grace }}
   {{- with $values.pod.securityContext }}
   securityContext:
@@ -59,6 +63,10 @@ spec:
   {{- with $group.topologySpreadConstraints }}
   topologySpreadConstraints:
     {{- include "rayvllm.ray.topologySpreadConstraints" (dict "root" $root "group" $group "constraints" .) | nindent 4 }}
+  {{- end }}
+  {{- with $group.initContainers }}
+  initContainers:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   containers:
     - name: {{ ternary "ray-head" "ray-worker" $isHead }}
@@ -113,6 +121,9 @@ spec:
         {{- with $values.pod.env }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- with $group.env }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- with $values.pod.envFrom }}
       envFrom:
         {{- toYaml . | nindent 8 }}
@@ -142,6 +153,12 @@ spec:
         {{- with $values.pod.volumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+        {{- with $group.volumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+    {{- with $group.sidecars }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
   volumes:
     - name: model-cache
       {{- include "rayvllm.modelCache.volume" $root | trim | nindent 6 }}
@@ -166,6 +183,9 @@ spec:
       {{- include "rayvllm.appPackage.volume" $root | nindent 6 }}
     {{- end }}
     {{- with $values.pod.volumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+    {{- with $group.volumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
@@ -229,13 +249,13 @@ Usage: {{- include "rayvllm.modelCache.env" .Values.modelCache.mountPath | ninde
 {{- end }}
 
 {{/*
-rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.ingress`, `.throughputOptimized`,
+rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.throughputOptimized`,
 `.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
 gets them.
 Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
 */}}
 {{- define "rayvllm.serve.env" -}}
-{{- if eq .ingress "haproxy" }}
+{{- if eq (include "rayvllm.serve.httpProxy" .) "haproxy" }}
 - name: RAY_SERVE_ENABLE_HA_PROXY
   value: "1"
 - name: RAY_SERVE_HAPROXY_MAXCONN

@@ -25,3 +25,12 @@ Usage: {{- include "rayvllm.serve.config" . | nindent 4 }}
 }}
 {{- toYaml $config }}
 {{- end }}
+
+{{/*
+rayvllm.serve.httpProxy: Ray Serve's request path, `proxy` or `haproxy`: `.Values.serve.httpProxy`, or the
+deprecated `.Values.serve.ingress` while it is set (templates/_deprecations.tpl warns about it).
+Usage: {{ include "rayvllm.serve.httpProxy" .Values.serve }}
+*/}}
+{{- define "rayvllm.serve.httpProxy" -}}
+{{- default .httpProxy .ingress }}
+{{- end }}

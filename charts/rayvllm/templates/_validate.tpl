@@ -107,6 +107,14 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 - monitoring.cost.gpuHourPrices.{{ $pool }}: names no worker group ({{ $groupNames | join ", " }}); its price would never be billed.
 {{- end }}
 {{- end }}
+{{- with $values.serve.service }}
+{{- if and .externalTrafficPolicy (eq .type "ClusterIP") }}
+- serve.service.externalTrafficPolicy: {{ .externalTrafficPolicy }} applies to NodePort and LoadBalancer Services only, and serve.service.type is ClusterIP; Kubernetes would refuse the Service that KubeRay creates. Set serve.service.type, or leave externalTrafficPolicy empty.
+{{- end }}
+{{- if and .loadBalancerSourceRanges (ne .type "LoadBalancer") }}
+- serve.service.loadBalancerSourceRanges: set, but serve.service.type is {{ .type }}; Kubernetes accepts source ranges on LoadBalancer Services only. Set serve.service.type=LoadBalancer, or limit clients with networkPolicy.serve.from.
+{{- end }}
+{{- end }}
 {{- if and $values.httpRoute.enabled (not $values.httpRoute.parentRefs) }}
 - httpRoute.parentRefs: empty, but httpRoute.enabled is true; name the Gateway the route attaches to.
 {{- end }}
