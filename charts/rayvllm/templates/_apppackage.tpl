@@ -48,9 +48,5 @@ new RayCluster spec, so KubeRay rolls the cluster by upgradeStrategy instead of 
 Usage: {{ include "rayvllm.appPackage.checksum" . }}
 */}}
 {{- define "rayvllm.appPackage.checksum" -}}
-{{- $digests := list }}
-{{- range $path, $content := .Files.Glob "files/rayvllm/**" }}
-{{- $digests = append $digests (printf "%s %s" $path (sha256sum (toString $content))) }}
-{{- end }}
-{{- join "\n" $digests | sha256sum }}
+{{- .Files.Glob "files/rayvllm/**" | toJson | sha256sum }}
 {{- end }}

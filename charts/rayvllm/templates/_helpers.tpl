@@ -86,12 +86,13 @@ Usage: {{ include "rayvllm.common.image" . }}
 {{- end }}
 
 {{/*
-rayvllm.common.pinnedImage: Ray's published image of the pinned matrix (ray[llm] rayVersion pins vLLM 0.26.0),
-the one image whose stack the chart can vouch for; image/Dockerfile builds on the same one.
+rayvllm.common.pinnedImage: Ray's published image of the pinned matrix, the one image whose stack the chart can
+vouch for: the first of Chart.yaml's artifacthub.io/images, which tests/chart/test_chart_image.py keeps equal
+to the default `image` and to image/Dockerfile's base.
 Usage: {{ include "rayvllm.common.pinnedImage" . }}
 */}}
 {{- define "rayvllm.common.pinnedImage" -}}
-{{- printf "rayproject/ray-llm:%s-py312-cu130" .Values.rayVersion }}
+{{- (first (index .Chart.Annotations "artifacthub.io/images" | fromYamlArray)).image }}
 {{- end }}
 
 {{/*
