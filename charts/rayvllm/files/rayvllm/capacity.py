@@ -170,6 +170,14 @@ def advice(
     return f"{alone}{nowhere}; quantize the weights, or use a GPU type with more memory."
 
 
+def assess(
+    sizing: ModelSizing, *, gpu: str, gpu_table: dict[str, float], **shape: Any
+) -> tuple[Estimate, str]:
+    """The estimate on `gpu`, and the advice when it does not fit (empty when it does)."""
+    est = estimate(sizing, gpu_memory_mib=gpu_table[gpu], **shape)
+    return est, "" if est.fits else advice(sizing, gpu=gpu, gpu_table=gpu_table, **shape)
+
+
 def sizing_from_hf_config(
     config: dict[str, Any],
     *,
@@ -279,7 +287,7 @@ def report(
         f"  max_model_len that fits: {est.longest_fitting_len}; KV room for {est.sequences:.1f} sequences "
         f"of {est.max_model_len} tokens",
     ]
-    if not est.fits and advice_text:
+    if advice_text:
         lines.append(f"  {advice_text}")
     return "\n".join(lines)
 
@@ -299,15 +307,15 @@ def check_values(args: argparse.Namespace) -> int:
             continue
         utilization = float(engine.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
         tp = int(engine.get("tensor_parallel_size", 1))
-        sizing = ModelSizing.model_validate(model["sizing"])
-        shape: dict[str, Any] = {
-            "max_model_len": int(engine["max_model_len"]),
-            "gpu_memory_utilization": utilization,
-            "tensor_parallel_size": tp,
-            "overhead_mib": overhead,
-        }
-        est = estimate(sizing, gpu_memory_mib=table[gpu], **shape)
-        text = "" if est.fits else advice(sizing, gpu=gpu, gpu_table=table, **shape)
+        est, text = assess(
+            ModelSizing.model_validate(model["sizing"]),
+            gpu=gpu,
+            gpu_table=table,
+            max_model_len=int(engine["max_model_len"]),
+            gpu_memory_utilization=utilization,
+            tensor_parallel_size=tp,
+            overhead_mib=overhead,
+        )
         print(report(model["name"], gpu, table[gpu], utilization, tp, est, text))
         status = status or (0 if est.fits else 1)
     return status
@@ -330,15 +338,15 @@ def check_model(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"capacity: unknown GPU {args.gpu!r}; pass --gpu-memory-mib (known: {sorted(GPU_MEMORY_MIB)})"
         )
-    shape: dict[str, Any] = {
-        "max_model_len": args.max_model_len,
-        "gpu_memory_utilization": args.gpu_memory_utilization,
-        "tensor_parallel_size": args.tensor_parallel_size,
-        "overhead_mib": args.overhead_mib,
-    }
-    est = estimate(sizing, gpu_memory_mib=gpu_mib, **shape)
-    table = {**GPU_MEMORY_MIB, args.gpu: gpu_mib}
-    text = "" if est.fits else advice(sizing, gpu=args.gpu, gpu_table=table, **shape)
+    est, text = assess(
+        sizing,
+        gpu=args.gpu,
+        gpu_table={**GPU_MEMORY_MIB, args.gpu: gpu_mib},
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        tensor_parallel_size=args.tensor_parallel_size,
+        overhead_mib=args.overhead_mib,
+    )
     name = path.name if path.is_dir() else path.parent.name or str(path)
     print(report(name, args.gpu, gpu_mib, args.gpu_memory_utilization, args.tensor_parallel_size, est, text))
     print("sizing hints for the chart's app.models[].sizing:")
