@@ -1,7 +1,8 @@
 """Fixtures of the real-pod suite: the control plane and a real node (node.py) inside the test's network
-namespace, and one `helm install` of the chart's serving defaults, changed only by the test overlay
-(pod_support.pods_overlay): the image, the tiny model on the CPU engine, node selection, resources and
-test-only mounts."""
+namespace, and the README's Install section run as written (namespace, hf-token Secret,
+`helm install llm charts/rayvllm -n llm -f values/l4-spot.yaml`), changed only by the test overlay
+(pod_support.pods_overlay) passed after it: the image, the tiny model on the CPU engine, node selection,
+resources and test-only mounts."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from control_plane import start_control_plane, wait_for
 from node import NETWORK, RUN_DIR, NetworkNamespace, build_images, start_node, unmount_under, wait_gone
 from pod_support import (
     CHART,
+    ENVIRONMENT_VALUES,
     FIRST_KEY,
     NAMESPACE,
     RELEASE,
@@ -25,6 +27,7 @@ from pod_support import (
     PodCluster,
     Release,
     diagnostics,
+    hf_token_secret,
     is_ready,
     pods,
     pods_overlay,
@@ -87,6 +90,7 @@ def release(
     kube.create(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     )
+    kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", hf_token_secret())
     kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", secret(dict([FIRST_KEY])))
     values_dir = tmp_path_factory.mktemp("pods-values")
     values = pods_overlay(cluster.images, tiny_model_dir)
@@ -94,7 +98,9 @@ def release(
     overlay.write_text(yaml.safe_dump(values))
     timings: dict[str, float] = {}
     start = time.monotonic()
-    cluster.helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(overlay))
+    cluster.helm(
+        "install", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(ENVIRONMENT_VALUES), "-f", str(overlay)
+    )
 
     def since() -> float:
         return round(time.monotonic() - start, 1)

@@ -16,8 +16,12 @@ from local_stack import REPO
 from node import Images, NetworkNamespace, Node
 
 CHART = REPO / "charts" / "rayvllm"
+# The README's Install section: release and namespace `llm`, the hf-token Secret, values/l4-spot.yaml under
+# the test overlay (which replaces its models and worker groups, the lists, whole).
 RELEASE = "llm"
-NAMESPACE = "rayvllm"
+NAMESPACE = "llm"
+ENVIRONMENT_VALUES = REPO / "values" / "l4-spot.yaml"
+HF_TOKEN_SECRET = "hf-token"
 KEYS_SECRET = "rayvllm-api-keys"
 FIRST_KEY = ("ci", "sk-first-key-0123456789")
 MODEL_MOUNT = "/models/tiny-llama"
@@ -154,6 +158,17 @@ def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
     }
 
 
+def hf_token_secret() -> dict[str, Any]:
+    """The README's `kubectl create secret generic hf-token --from-literal=token=hf_...`; the tiny model is
+    local, so the token is never used."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": HF_TOKEN_SECRET, "namespace": NAMESPACE},
+        "data": {"token": base64.b64encode(b"hf_not-a-real-token").decode()},
+    }
+
+
 def secret(keys: dict[str, str]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -177,7 +192,9 @@ class Release:
         """`helm upgrade` to `overlay` (whole values, not merged into the last ones), without waiting."""
         path = self.values_dir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(overlay))
-        self.cluster.helm("upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(path))
+        self.cluster.helm(
+            "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "-f", str(ENVIRONMENT_VALUES), "-f", str(path)
+        )
         self.overlay = overlay
 
     def put_keys(self, keys: dict[str, str]) -> None:

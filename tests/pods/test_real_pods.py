@@ -22,7 +22,7 @@ from monitoring_support import (
     promql_metric_names,
     require_tool,
 )
-from pod_support import FIRST_KEY, NAMESPACE, PodCluster, Release, pods, rayservice
+from pod_support import FIRST_KEY, HF_TOKEN_SECRET, NAMESPACE, PodCluster, Release, pods, rayservice
 from podmonitor_scrape import scrape_configs
 
 MODEL = "tiny-llama"
@@ -52,6 +52,9 @@ def test_pods_and_rayservice_ready(release: Release) -> None:
         ray = pod["spec"]["containers"][0]
         assert {"name": "PYTHONPATH", "value": APP_PACKAGE_MOUNT} in ray["env"]
         assert any(mount["mountPath"] == APP_PACKAGE_MOUNT for mount in ray["volumeMounts"])
+        # values/l4-spot.yaml is under the overlay, as the README installs it: its hfToken reaches the pods.
+        token = {"secretKeyRef": {"name": HF_TOKEN_SECRET, "key": "token"}}
+        assert any(e["name"] == "HF_TOKEN" and e.get("valueFrom") == token for e in ray["env"]), ray["env"]
     status = rayservice(cluster)["status"]
     applications = status["activeServiceStatus"]["applicationStatuses"]
     assert {name: app["status"] for name, app in applications.items()} == {"llm": "RUNNING"}
