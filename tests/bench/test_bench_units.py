@@ -133,10 +133,11 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
     ours = plan("rayvllm", config_path=tmp_path / "r.yaml", num_gpus=0, **common)
     config = next(iter(ours.files.values()))
     assert "enable_prefix_caching: false" in config and "num_gpus: 0" in config
-    assert ours.env == {
-        "A": "1",
-        "RAY_ADDRESS": "local",
-    }  # a fresh Ray cluster, never a running one
+    assert ours.env["RAY_ADDRESS"] == "local"  # a fresh Ray cluster, never a running one
+    assert ours.env["A"] == "1"
+    # The chart's default path, with HAProxy's fixed ports moved out of the way of another cluster.
+    assert ours.env["RAY_SERVE_ENABLE_HA_PROXY"] == ours.env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert set(HAPROXY_FIXED_PORTS) <= set(ours.env)
     theirs = plan(
         "ray_serve_llm",
         num_gpus=0,
@@ -275,8 +276,11 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
     ports = [int(s.env[name]) for s in haproxied for name in HAPROXY_FIXED_PORTS]
     ports += [int(s.env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]) for s in haproxied]
     assert len(set(ports)) == len(ports) and not {8404, 9101, 8500, 9500, 30000} & set(ports)
-    assert not set(HAPROXY_FIXED_PORTS) & set(direct.env)  # no HAProxy, none needed
-    for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "tgi"):
+    old_default = plan("rayvllm+proxy", env={}, config_path=tmp_path / "i.yaml", **common)
+    assert not set(HAPROXY_FIXED_PORTS) & set(old_default.env)  # no HAProxy, none needed
+    assert old_default.env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    assert old_default.env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
+    for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "rayvllm+proxy+haproxy", "tgi"):
         with pytest.raises(ValueError):
             ServerVariant.parse(bad)
 
@@ -291,7 +295,11 @@ def test_failover_variant_puts_the_gateway_in_front_and_leaves_the_rest_at_the_d
     assert config.failover.model_dump() == {**FailoverConfig().model_dump(), "enabled": True}
     plain = plan("rayvllm", config_path=tmp_path / "p.yaml", **common)
     assert "failover" not in yaml.safe_load(plain.files[str(tmp_path / "p.yaml")])
-    assert gateway.env == plain.env  # the same Serve switches: only the ingress differs
+
+    def switches(env: dict[str, str]) -> dict[str, str]:  # without the free ports each server gets
+        return {k: v for k, v in env.items() if not k.endswith("_PORT") and k not in HAPROXY_FIXED_PORTS}
+
+    assert switches(gateway.env) == switches(plain.env)  # the same Serve switches: only the ingress differs
     with pytest.raises(ValueError):
         ServerVariant.parse("vllm+failover")
 
@@ -306,7 +314,7 @@ def test_retry_variant_sets_haproxy_l7_retries_and_needs_haproxy(tmp_path) -> No
     assert not {"RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"} & set(plain.env)
     # The rest is the same server: only the retry policy differs.
     assert retried.files[str(tmp_path / "r.yaml")] == plain.files[str(tmp_path / "p.yaml")]
-    for bad in ("rayvllm+retry", "rayvllm+throughput+retry", "ray_serve_llm+throughput+retry"):
+    for bad in ("rayvllm+proxy+retry", "rayvllm+proxy+throughput+retry", "ray_serve_llm+throughput+retry"):
         with pytest.raises(ValueError, match="retry"):
             ServerVariant.parse(bad)
 
@@ -507,7 +515,9 @@ def test_share_names_a_direct_endpoint_on_another_server() -> None:
         with pytest.raises(ValueError):
             interleave.parse_share(bad)
     assert ServerVariant.parse("rayvllm+haproxy").has_direct_ingress
-    assert not ServerVariant.parse("rayvllm").has_direct_ingress
+    assert ServerVariant.parse("rayvllm").has_direct_ingress
+    assert ServerVariant.parse("rayvllm+proxy+throughput").has_direct_ingress
+    assert not ServerVariant.parse("rayvllm+proxy").has_direct_ingress
 
 
 def test_interleaved_bundle_reports_rounds_spread_and_cold_starts(tmp_path) -> None:

@@ -73,3 +73,23 @@ def test_values_app_keys_are_app_config_fields() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values["app"]) <= set(AppConfig.model_fields)
     AppConfig.model_validate(values["app"])
+
+
+def test_the_local_runner_and_the_bench_serve_on_the_charts_default_path(render) -> None:
+    """`rayvllm serve`, the benchmark's `rayvllm` server and the chart's defaults set the same Serve switches,
+    so what docs/benchmarks.md measures as `rayvllm` is what `helm install` runs."""
+    from rayvllm.bench.servers import ServerVariant
+    from rayvllm.local import serve_env
+
+    spec = rayservice(render([]))["spec"]["rayClusterConfig"]
+    containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0]]
+    containers += [group["template"]["spec"]["containers"][0] for group in spec["workerGroupSpecs"]]
+    local = serve_env()  # this machine's file limit holds the chart's connection limit (CI: 20,000)
+    for container in containers:
+        rendered = {e["name"]: e["value"] for e in container["env"] if e["name"] in local}
+        assert rendered == local, container["name"]
+    bench = ServerVariant.parse("rayvllm").ray_env()
+    assert {name: bench[name] for name in bench if name in local} == {
+        name: value for name, value in local.items() if name in bench
+    }
+    assert set(local) - set(bench) == {"RAY_worker_niceness"}  # the local runner sets it for the bench

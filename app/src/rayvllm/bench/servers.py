@@ -4,8 +4,10 @@
 - `rayvllm`: this project's app through its local runner, `python -m rayvllm serve --config FILE --port P`.
 - `ray_serve_llm`: Ray Serve LLM's `build_openai_app` with its defaults (`rayvllm.bench.rayllm_app`).
 
-rayvllm also runs in variants, named `rayvllm+FLAG[+FLAG...]` (RAYVLLM_FLAGS), so that the Ray Serve
-settings weighed in docs/benchmarks.md are measured in the same run as the bare server.
+`rayvllm` runs the local runner's serving path, which is the chart's defaults (`rayvllm.local.serve_env`:
+HAProxy and Serve's throughput profile). It also runs in variants, named `rayvllm+FLAG[+FLAG...]`
+(RAYVLLM_FLAGS), so that the Ray Serve settings weighed in docs/benchmarks.md are measured in the same run as
+the bare server.
 
 Each server runs in its own session, so its process group is its own. It is ready when a real one-token
 completion succeeds (/v1/models answers long before the engine can serve). Stopping signals the PID we
@@ -28,12 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayvllm.local import HAPROXY_MAX_CONNECTIONS
+
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
 RAYVLLM_FLAGS = {
+    "proxy": "Serve's Python proxy without the throughput profile (RAY_SERVE_ENABLE_HA_PROXY=0, "
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED=0 unless `throughput` is given too): the chart's defaults before "
+    "issue 19, serve.httpProxy proxy",
     "throughput": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1: Ray Serve's throughput profile (user code on the "
-    "replica's main event loop, direct-ingress HTTP servers on the replicas)",
+    "replica's main event loop, direct-ingress HTTP servers on the replicas); a default, kept so that the "
+    "names of earlier runs still parse",
     "haproxy": "RAY_SERVE_ENABLE_HA_PROXY=1: HAProxy on the Serve port, forwarding to the replicas' own "
-    "HTTP servers instead of Serve's Python proxy",
+    "HTTP servers instead of Serve's Python proxy; a default, kept so that earlier runs' names still parse",
     "direct": "benchmark one replica's own direct-ingress HTTP port, with no proxy at all",
     "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
     "nostats": "the engine without stat loggers (disable_log_stats): what recording vLLM's metrics into "
@@ -44,7 +52,7 @@ RAYVLLM_FLAGS = {
     "replica and vLLM's engine process inherits",
     "failover": "app.failover.enabled: the failover gateway as the ingress, in front of the replica (one "
     "more Serve hop per request and per streamed chunk)",
-    "retry": "HAProxy L7 retries (with haproxy only): RAY_SERVE_HAPROXY_RETRY_ON='conn-failure "
+    "retry": "HAProxy L7 retries (not with proxy): RAY_SERVE_HAPROXY_RETRY_ON='conn-failure "
     "empty-response junk-response' and RAY_SERVE_HAPROXY_RETRIES=3, so a request whose replica dies before "
     "answering is replayed on another one; HAProxy keeps a copy of each request to replay it",
 }
@@ -66,7 +74,7 @@ RAY_SERVE_LLM_FLAGS = {
 }
 # HAProxy asks for about 2.5 descriptors per connection at start and exits where it cannot raise the limit
 # (20,000 on the GPU host and in CI): the chart's serve.haproxy.maxConnections.
-HAPROXY_MAXCONN = "4000"
+HAPROXY_MAXCONN = str(HAPROXY_MAX_CONNECTIONS)
 # Ports every Serve cluster with HAProxy binds at fixed defaults (stats 8404, metrics 9101, the fallback
 # Python proxy 8500 and 9500), HAProxy without SO_REUSEPORT: a second such cluster on the machine, as in
 # interleaved rounds, would fail to bind them. Each HAProxy server gets free ones instead.
@@ -97,8 +105,10 @@ class ServerVariant:
         unknown = sorted(set(flags) - set(known))
         if unknown:
             raise ValueError(f"unknown {base} flags {unknown}; choose from {', '.join(known)}")
-        if "retry" in flags and "haproxy" not in flags:
-            raise ValueError(f"{name!r}: 'retry' sets HAProxy's retry policy, so it needs 'haproxy' too")
+        if "retry" in flags and "proxy" in flags:
+            raise ValueError(f"{name!r}: 'retry' sets HAProxy's retry policy, which 'proxy' turns off")
+        if "proxy" in flags and "haproxy" in flags:
+            raise ValueError(f"{name!r}: 'proxy' and 'haproxy' are two different request paths")
         return cls(base, tuple(flags))
 
     @property
@@ -106,9 +116,17 @@ class ServerVariant:
         return 2 if "x2" in self.flags else 1
 
     @property
+    def uses_haproxy(self) -> bool:
+        if self.base == "ray_serve_llm":
+            return "throughput" in self.flags
+        return self.base == "rayvllm" and "proxy" not in self.flags
+
+    @property
     def has_direct_ingress(self) -> bool:
         """Whether Serve gives the replicas their own HTTP servers (what HAProxy forwards to)."""
-        return self.base == "rayvllm" and bool({"throughput", "haproxy", "direct"} & set(self.flags))
+        if self.base != "rayvllm":
+            return False
+        return "proxy" not in self.flags or bool({"throughput", "direct"} & set(self.flags))
 
     def ray_env(self) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -120,10 +138,11 @@ class ServerVariant:
                 )
                 env.update(RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING="1", VLLM_USE_RAY_V2_EXECUTOR_BACKEND="1")
             return env
-        if "throughput" in self.flags or "direct" in self.flags:
-            env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-        if "haproxy" in self.flags:
-            env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+        # Without flags, what the local runner sets by default (rayvllm.local.serve_env), written out so that
+        # each bundle's server logs say which path ran.
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if self.uses_haproxy else "0"
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if self.has_direct_ingress else "0"
+        if self.uses_haproxy:
             env["RAY_SERVE_HAPROXY_MAXCONN"] = os.environ.get("RAY_SERVE_HAPROXY_MAXCONN", HAPROXY_MAXCONN)
         if "retry" in self.flags:
             env.update(HAPROXY_RETRY_ENV)
@@ -275,7 +294,7 @@ def plan(
             direct_port = free_port_range(50)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct_port)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct_port + 50)
-        ray_env.update(haproxy_ports_env(ray_env))
+        ray_env.update(haproxy_ports_env(variant))
         endpoint_port = direct_port if "direct" in variant.flags else None
         files = {str(config_path): yaml.safe_dump(config)}
         return ServerPlan(
@@ -297,7 +316,7 @@ def plan(
             first = free_port_range(50)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + 50)
-        ray_env.update(haproxy_ports_env(ray_env))
+        ray_env.update(haproxy_ports_env(variant))
         command = [sys.executable, "-m", "rayvllm.bench.rayllm_app", "--model-id", model_name]
         command += ["--model-source", model_dir, "--port", str(port)]
         command += ["--engine-kwargs", json.dumps(engine_args)]
@@ -312,9 +331,9 @@ def plan(
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
 
 
-def haproxy_ports_env(env: dict[str, str]) -> dict[str, str]:
-    """Free ports for HAPROXY_FIXED_PORTS where `env` turns HAProxy on."""
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+def haproxy_ports_env(variant: ServerVariant) -> dict[str, str]:
+    """Free ports for HAPROXY_FIXED_PORTS where the variant runs HAProxy."""
+    if not variant.uses_haproxy:
         return {}
     return {name: str(free_port()) for name in HAPROXY_FIXED_PORTS}
 

