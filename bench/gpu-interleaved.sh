@@ -4,10 +4,11 @@
 # KV cache (enough for 256 sequences of 768 tokens of the Llama-3.1-8B shape), so three 8B engines fit on
 # one H200; 1000@256 and 10@1, 512 tokens in and 256 out, ignore_eos.
 #
-# Default servers, in each round's order: bare `vllm serve`; rayvllm with the chart's defaults; rayvllm with
-# `throughput+haproxy`; and `direct`, the replica's own port of that same throughput+haproxy server (so four
-# paths need three engines). Bare vLLM is started twice before the rounds: the second start has warm
-# compile caches, which is the cold-start figure to compare with rayvllm's (started after it, warm too).
+# Default servers, in each round's order: bare `vllm serve`; rayvllm with the chart's defaults (HAProxy and
+# Serve's throughput profile); and Ray Serve LLM in the high-throughput configuration of Ray's docs. Bare vLLM
+# is started twice before the rounds: the second start has warm compile caches, which is the cold-start
+# figure to compare with rayvllm's (started after it, warm too). `rayvllm+proxy` is the old default path;
+# `SHARE=rayvllm+direct=rayvllm` adds the replica's own port of the rayvllm server without another engine.
 #
 # Needs the pinned stack importable (`source host-setup.sh /tmp/parts`, from the workspace's shared gpu
 # recipe, not part of this repo). The repo needs no install: app/src goes on PYTHONPATH here.
@@ -23,8 +24,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/out/gpu-interleaved}
 state=${BENCH_STATE:-/tmp/rayvllm-bench-interleaved}
 python=${PYTHON:-python3}
-servers=${SERVERS:-vllm,rayvllm,rayvllm+throughput+haproxy,rayvllm+direct}
-share=${SHARE-rayvllm+direct=rayvllm+throughput+haproxy}
+servers=${SERVERS:-vllm,rayvllm,ray_serve_llm+throughput}
+share=${SHARE-}
 export PYTHONPATH="$root/app/src${PYTHONPATH:+:$PYTHONPATH}"
 
 if ! "$python" -c 'import vllm, ray.serve.llm, rayvllm.bench' 2>/dev/null; then
