@@ -29,8 +29,17 @@ APP_NAME = "rayvllm"
 API_KEYS_ENV = "RAYVLLM_API_KEYS"
 # Seconds the processes Ray started get to exit after ray.shutdown() before they are killed.
 STOP_GRACE_S = 15
-# The chart's serve.haproxy.maxConnections default; test_serve_env_parity keeps the two equal.
+# The chart's serve.haproxy.maxConnections default; a chart test keeps the two equal.
 HAPROXY_MAX_CONNECTIONS = 4000
+# Ports that every Serve cluster with HAProxy binds on all interfaces, and their defaults.
+HAPROXY_FIXED_PORTS = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500,
+}
+# Replica HTTP ports a second local cluster gets when the first holds Serve's default block.
+DIRECT_INGRESS_BLOCK = 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -296,7 +305,43 @@ def serve_env() -> dict[str, str]:
         return env
     env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     env["RAY_SERVE_HAPROXY_MAXCONN"] = str(min(HAPROXY_MAX_CONNECTIONS, _raise_file_limit() // 3))
+    # Ray's fixed ports, where another Serve cluster on this machine holds them: HAProxy would exit at start.
+    for name, default in HAPROXY_FIXED_PORTS.items():
+        if name not in os.environ and not _port_is_free(default):
+            env[name] = str(_free_port())
+    if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ and not _port_is_free(30000):
+        first = _free_port_block(DIRECT_INGRESS_BLOCK)
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + DIRECT_INGRESS_BLOCK - 1)
     return env
+
+
+def _port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("0.0.0.0", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_port_block(size: int) -> int:
+    """The first of `size` free ports in a row, in Serve's direct-ingress range above its default block."""
+    for first in range(30000 + size, 31000, size):
+        if all(_port_is_free(port) for port in range(first, first + size)):
+            return first
+    raise RuntimeError("no free block of ports in 30000-31000 for the replicas' own HTTP servers")
 
 
 def _haproxy_binary() -> str | None:
