@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayvllm.local import HAPROXY_FIXED_PORTS as LOCAL_HAPROXY_PORTS
 from rayvllm.local import HAPROXY_MAX_CONNECTIONS
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
@@ -78,12 +79,7 @@ HAPROXY_MAXCONN = str(HAPROXY_MAX_CONNECTIONS)
 # Ports every Serve cluster with HAProxy binds at fixed defaults (stats 8404, metrics 9101, the fallback
 # Python proxy 8500 and 9500), HAProxy without SO_REUSEPORT: a second such cluster on the machine, as in
 # interleaved rounds, would fail to bind them. Each HAProxy server gets free ones instead.
-HAPROXY_FIXED_PORTS = (
-    "RAY_SERVE_HAPROXY_STATS_PORT",
-    "RAY_SERVE_HAPROXY_METRICS_PORT",
-    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
-    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
-)
+HAPROXY_FIXED_PORTS = tuple(LOCAL_HAPROXY_PORTS)
 FLAGS = {"vllm": VLLM_FLAGS, "rayvllm": RAYVLLM_FLAGS, "ray_serve_llm": RAY_SERVE_LLM_FLAGS}
 
 
