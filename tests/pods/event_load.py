@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sse
 
 EVENTS_OUT = Path(__file__).resolve().parents[2] / "out" / "pods-events"
 OK = "ok"
@@ -130,7 +131,7 @@ class EventLoad:
             ) as response:
                 if response.status_code != 200:
                     return f"HTTP {response.status_code}"
-                return classify_stream(list(response.iter_lines()))
+                return classify_stream(list(sse.iter_lines(response.iter_text())))
         except httpx.TimeoutException:
             return "timeout"
         except httpx.HTTPError as error:

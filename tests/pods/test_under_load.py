@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sse
 from control_plane import wait_for
 from event_load import MAX_TOKENS, OK, THINK_S, EventLoad, EventTimeline, Recorder, Request, classify_stream
 from pod_support import (
@@ -385,7 +386,7 @@ def _one_stream(release: Release, recorder: Recorder, answer: dict[str, Any]) ->
     try:
         with httpx.stream("POST", url, json=body, headers=headers, timeout=EVENT_TIMEOUT_S) as response:
             lines = []
-            for line in response.iter_lines():
+            for line in sse.iter_lines(response.iter_text()):
                 answer.setdefault("first_token", recorder.now())
                 lines.append(line)
             outcome = (

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sse
 from security_support import KEY_RELOAD_S, GuardedStack
 
 pytestmark = [pytest.mark.security, pytest.mark.integration, pytest.mark.slow]
@@ -81,7 +82,7 @@ def completion_usage(client: httpx.Client, model: str, stream: bool) -> dict[str
     usage: dict[str, int] = {}
     with client.stream("POST", "/v1/completions", json=body) as response:
         assert response.status_code == 200
-        for line in response.iter_lines():
+        for line in sse.iter_lines(response.iter_text()):
             if line.startswith("data: {") and '"usage":{' in line.replace(" ", ""):
                 usage = httpx.Response(200, content=line[6:]).json()["usage"] or usage
     assert usage, "the stream reported no usage"

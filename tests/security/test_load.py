@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sse
 from security_support import GuardedStack
 
 pytestmark = [pytest.mark.security, pytest.mark.integration, pytest.mark.slow]
@@ -49,7 +50,7 @@ async def one_request(client: httpx.AsyncClient, model: str, stream: bool) -> st
         return None if response.status_code == 200 else f"{response.status_code} {response.text[:200]}"
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16, "stream": True}
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        lines = [line async for line in response.aiter_lines() if line]
+        lines = [line async for line in sse.aiter_lines(response.aiter_text()) if line]
     if response.status_code != 200 or lines[-1:] != ["data: [DONE]"] or any('"error"' in x for x in lines):
         return f"stream {response.status_code}: {lines[-2:]}"
     return None
