@@ -304,17 +304,22 @@ def test_failover_variant_puts_the_gateway_in_front_and_leaves_the_rest_at_the_d
         ServerVariant.parse("vllm+failover")
 
 
-def test_retry_variant_sets_haproxy_l7_retries_and_needs_haproxy(tmp_path) -> None:
+def test_rayvllm_has_the_charts_haproxy_retries_and_noretry_takes_them_off(tmp_path) -> None:
+    from rayvllm.local import HAPROXY_RETRY_ENV
+
     common = {**PLAN_ARGS, "env": {}}
-    retried = plan("rayvllm+throughput+haproxy+retry", config_path=tmp_path / "r.yaml", **common)
-    assert retried.env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response junk-response"
-    assert retried.env["RAY_SERVE_HAPROXY_RETRIES"] == "3"
-    assert retried.env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
-    plain = plan("rayvllm+throughput+haproxy", config_path=tmp_path / "p.yaml", **common)
-    assert not {"RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"} & set(plain.env)
+    default = plan("rayvllm", config_path=tmp_path / "d.yaml", **common)
+    assert {name: default.env[name] for name in HAPROXY_RETRY_ENV} == HAPROXY_RETRY_ENV
+    assert "option http-buffer-request" in default.env["RAY_SERVE_HAPROXY_RETRY_ON"]
+    noretry = plan("rayvllm+noretry", config_path=tmp_path / "n.yaml", **common)
+    assert not set(HAPROXY_RETRY_ENV) & set(noretry.env)
+    assert noretry.env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     # The rest is the same server: only the retry policy differs.
-    assert retried.files[str(tmp_path / "r.yaml")] == plain.files[str(tmp_path / "p.yaml")]
-    for bad in ("rayvllm+proxy+retry", "rayvllm+proxy+throughput+retry", "ray_serve_llm+throughput+retry"):
+    assert noretry.files[str(tmp_path / "n.yaml")] == default.files[str(tmp_path / "d.yaml")]
+    # Older bundles' names still parse: `retry` is what the defaults do now.
+    retried = plan("rayvllm+throughput+haproxy+retry", config_path=tmp_path / "r.yaml", **common)
+    assert {name: retried.env[name] for name in HAPROXY_RETRY_ENV} == HAPROXY_RETRY_ENV
+    for bad in ("rayvllm+proxy+retry", "rayvllm+proxy+noretry", "ray_serve_llm+throughput+retry"):
         with pytest.raises(ValueError, match="retry"):
             ServerVariant.parse(bad)
 

@@ -87,7 +87,7 @@ def test_the_local_runner_and_the_bench_serve_on_the_charts_default_path(render)
     # This machine's file limit holds the chart's connection limit (CI: 20,000); ports moved away from
     # another local cluster's are not switches.
     switches = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_MAXCONN", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
-    switches.add("RAY_worker_niceness")
+    switches |= {"RAY_worker_niceness", "RAY_SERVE_HAPROXY_RETRY_ON", "RAY_SERVE_HAPROXY_RETRIES"}
     local = {name: value for name, value in serve_env().items() if name in switches}
     for container in containers:
         rendered = {e["name"]: e["value"] for e in container["env"] if e["name"] in local}

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import psutil
 from local_stack import Stack
+from replica_loss import model_replicas
 
 KEYS = {"team-a": "sk-test-team-a-0123456789", "team-b": "sk-test-team-b-9876543210"}
 MAX_BODY_BYTES = 64 * 1024
@@ -42,8 +43,7 @@ class GuardedStack:
 
     def replica_processes(self) -> list[psutil.Process]:
         """The model replicas' actor processes (found by Ray's process title), live."""
-        runner = psutil.Process(self.stack.process.pid)
-        return [p for p in runner.children(recursive=True) if _is_model_replica(p)]
+        return model_replicas(self.stack)
 
     def replica_rss_bytes(self) -> int:
         """RSS of the model replicas and everything they started (vLLM's engine-core processes)."""
@@ -66,11 +66,3 @@ class GuardedStack:
             if key_id:
                 totals[key_id.group(1)] = totals.get(key_id.group(1), 0.0) + float(value)
         return totals
-
-
-def _is_model_replica(process: psutil.Process) -> bool:
-    try:
-        title = " ".join(process.cmdline())
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-    return "ServeReplica" in title and "VLLMServer" in title

@@ -38,6 +38,15 @@ HAPROXY_FIXED_PORTS = {
     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,
     "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500,
 }
+# HAProxy replays a request whose replica closes the connection before answering (a replica or node lost)
+# on another replica. Ray 2.58 exposes only `retry-on`; HAProxy also needs the whole request in its buffer to
+# replay a POST (haproxy #2751); without it, it closes the client's connection for the client to retry
+# (haproxy #1109). Ray writes the value verbatim into its config's `defaults` section, so the option rides
+# on its second line. The chart's serve.haproxy.retryLostRequests renders the same (a chart test checks).
+HAPROXY_RETRY_ENV = {
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response\n    option http-buffer-request",
+    "RAY_SERVE_HAPROXY_RETRIES": "3",
+}
 # Replica HTTP ports a second local cluster gets when the first holds Serve's default block.
 DIRECT_INGRESS_BLOCK = 50
 
@@ -292,7 +301,8 @@ class LocalStack:
 
 def serve_env() -> dict[str, str]:
     """Ray's serving path as the chart's defaults render it: HAProxy forwarding to the replicas' own HTTP
-    servers, Serve's throughput profile, and workers at niceness 0 (docs/benchmarks.md measured each).
+    servers, Serve's throughput profile, and workers at niceness 0 (docs/benchmarks.md measured each), with
+    HAProxy replaying the requests of a lost replica on another one (HAPROXY_RETRY_ENV).
 
     HAProxy's connection limit is the chart's, unless this process's file descriptors cannot hold it (HAProxy
     needs about 2.5 per connection and exits at start when it cannot raise its limit that far). Without an
@@ -305,6 +315,7 @@ def serve_env() -> dict[str, str]:
         return env
     env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     env["RAY_SERVE_HAPROXY_MAXCONN"] = str(min(HAPROXY_MAX_CONNECTIONS, _raise_file_limit() // 3))
+    env.update(HAPROXY_RETRY_ENV)
     # Ray's fixed ports, where another Serve cluster on this machine holds them: HAProxy would exit at start.
     for name, default in HAPROXY_FIXED_PORTS.items():
         if name not in os.environ and not _port_is_free(default):

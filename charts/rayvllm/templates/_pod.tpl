@@ -249,8 +249,8 @@ Usage: {{- include "rayvllm.modelCache.env" .Values.modelCache.mountPath | ninde
 {{- end }}
 
 {{/*
-rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.throughputOptimized`,
-`.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
+rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.haproxy`,
+`.throughputOptimized`, `.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
 gets them.
 Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
 */}}
@@ -260,6 +260,14 @@ Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
   value: "1"
 - name: RAY_SERVE_HAPROXY_MAXCONN
   value: {{ .haproxy.maxConnections | quote }}
+{{- if .haproxy.retryLostRequests }}
+{{- /* Ray 2.58 writes RETRY_ON verbatim into haproxy.cfg's defaults section and has no switch for
+  http-buffer-request, without which HAProxy cannot replay a POST: it rides on the value's second line. */}}
+- name: RAY_SERVE_HAPROXY_RETRY_ON
+  value: "conn-failure empty-response junk-response\n    option http-buffer-request"
+- name: RAY_SERVE_HAPROXY_RETRIES
+  value: "3"
+{{- end }}
 {{- end }}
 {{- if .throughputOptimized }}
 - name: RAY_SERVE_THROUGHPUT_OPTIMIZED

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rayvllm.local import HAPROXY_FIXED_PORTS as LOCAL_HAPROXY_PORTS
-from rayvllm.local import HAPROXY_MAX_CONNECTIONS
+from rayvllm.local import HAPROXY_MAX_CONNECTIONS, HAPROXY_RETRY_ENV
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
 RAYVLLM_FLAGS = {
@@ -53,14 +53,10 @@ RAYVLLM_FLAGS = {
     "replica and vLLM's engine process inherits",
     "failover": "app.failover.enabled: the failover gateway as the ingress, in front of the replica (one "
     "more Serve hop per request and per streamed chunk)",
-    "retry": "HAProxy L7 retries (not with proxy): RAY_SERVE_HAPROXY_RETRY_ON='conn-failure "
-    "empty-response junk-response' and RAY_SERVE_HAPROXY_RETRIES=3, so a request whose replica dies before "
-    "answering is replayed on another one; HAProxy keeps a copy of each request to replay it",
-}
-# The HAProxy retry policy of the `retry` flag (Ray's default is `conn-failure` and HAProxy's 3 retries).
-HAPROXY_RETRY_ENV = {
-    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
-    "RAY_SERVE_HAPROXY_RETRIES": "3",
+    "retry": "HAProxy's L7 retries of the chart's defaults (rayvllm.local.HAPROXY_RETRY_ENV); a no-op now "
+    "that the defaults have them, kept so that older bundles' server names parse",
+    "noretry": "Ray's own HAProxy retry policy (conn-failure only) instead of the chart's L7 retries: what "
+    "replaying a lost replica's requests costs",
 }
 
 
@@ -101,8 +97,11 @@ class ServerVariant:
         unknown = sorted(set(flags) - set(known))
         if unknown:
             raise ValueError(f"unknown {base} flags {unknown}; choose from {', '.join(known)}")
-        if "retry" in flags and "proxy" in flags:
-            raise ValueError(f"{name!r}: 'retry' sets HAProxy's retry policy, which 'proxy' turns off")
+        for retry_flag in {"retry", "noretry"} & set(flags):
+            if "proxy" in flags:
+                raise ValueError(
+                    f"{name!r}: {retry_flag!r} sets HAProxy's retry policy, which 'proxy' turns off"
+                )
         if "proxy" in flags and "haproxy" in flags:
             raise ValueError(f"{name!r}: 'proxy' and 'haproxy' are two different request paths")
         return cls(base, tuple(flags))
@@ -140,8 +139,8 @@ class ServerVariant:
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if self.has_direct_ingress else "0"
         if self.uses_haproxy:
             env["RAY_SERVE_HAPROXY_MAXCONN"] = os.environ.get("RAY_SERVE_HAPROXY_MAXCONN", HAPROXY_MAXCONN)
-        if "retry" in self.flags:
-            env.update(HAPROXY_RETRY_ENV)
+            if "noretry" not in self.flags:
+                env.update(HAPROXY_RETRY_ENV)
         if "nice15" in self.flags:
             env["RAY_worker_niceness"] = "15"
         return env
