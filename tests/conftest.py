@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_stack import REPO, Stack, start_stack, stop_stack, tiny_config
+from local_stack import Stack, start_stack, stop_stack, tiny_config
+from repo_tools import REPO
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Llama (head_dim 64) with a byte-level BPE tokenizer and a chat template."""
-    from rayvllm.models import build_tiny_llama
+    from rayvllm.local.offline_models import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama")
 

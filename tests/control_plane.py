@@ -31,11 +31,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from local_stack import REPO, free_port
+from rayvllm.procs import free_port
+from repo_tools import REPO
 
 BUILD_SCRIPT = REPO / "tools" / "cluster" / "build.sh"
 NODES_FILE = REPO / "tools" / "cluster" / "nodes.yaml"
-HELM = REPO / "bin" / "helm"
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator@v1.6.0"
 KWOK_MODULE = "sigs.k8s.io/kwok@v0.8.0"
 # Module -> its CRD files the chart's objects need (KubeRay's operator watches all of its own).
@@ -72,20 +72,6 @@ class PodNetwork:
 STOP_TIMEOUT_S = 20.0
 
 T = TypeVar("T")
-
-
-def run_helm(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """bin/helm (Helm v4) against a test control plane; with `check`, a failure raises with Helm's output."""
-    result = subprocess.run(
-        [str(HELM), "--kubeconfig", str(kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 1.0) -> T:

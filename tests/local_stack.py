@@ -7,7 +7,6 @@ own: several conftest.py files exist, so `from conftest import` would be ambiguo
 from __future__ import annotations
 
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import psutil
 import yaml
-from rayvllm.bench.servers import free_port
+from rayvllm.procs import free_port, stop_family
+from repo_tools import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 900
 
 
@@ -99,17 +98,7 @@ def start_stack(
 
 def stop_stack(stack: Stack, timeout_s: float = 90) -> list[psutil.Process]:
     """Stop the runner as Ctrl-C would; return the processes it started that are still alive."""
-    if stack.process.poll() is None:
-        stack.process.send_signal(signal.SIGINT)
-        try:
-            stack.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            stack.process.kill()
-            stack.process.wait()
-    _, alive = psutil.wait_procs(stack.descendants, timeout=30)
-    for process in alive:
-        process.kill()
-    return alive
+    return stop_family(stack.process.pid, timeout_s, family=stack.descendants, reap=stack.process.wait)
 
 
 def tiny_config(model_dir: Path, **model_overrides: object) -> dict:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 import yaml
+from repo_tools import CHART, REPO, tool_path
 
-REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "tests" / "monitoring"
-CHART = REPO / "charts" / "rayvllm"
 DASHBOARDS = REPO / "dashboards"
 RUNBOOKS = REPO / "docs" / "runbooks"
 RULES_VALUES = HERE / "rules-values.yaml"
@@ -114,18 +111,10 @@ def substitute_grafana_variables(expr: str) -> str:
     return expr
 
 
-def require_tool(name: str) -> str:
-    """A Go-built tool from bin/ (on PATH under pytest), or a clear failure."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not on PATH; `make setup-tools` builds it into bin/")
-    return path
-
-
 def render_rule_groups(values: Path, namespace: str = NAMESPACE) -> list[dict]:
     """The `spec.groups` of the chart's PrometheusRule, rendered by helm template."""
     command = [
-        require_tool("helm"),
+        tool_path("helm"),
         "template",
         "rayvllm",
         str(CHART),

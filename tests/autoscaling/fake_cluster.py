@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import yaml
-from local_stack import free_port
+from rayvllm.procs import free_port, stop_family
 
 WORKER_TYPE = "l4-spot"
 HEAD_TYPE = "ray.head.default"
@@ -218,23 +218,17 @@ class FakeAutoscalingCluster:
     def stop(self) -> list[psutil.Process]:
         """Stop every process this cluster started; return those still alive (none, when all went well)."""
         self.remember_processes()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=STOP_GRACE_S)
-        started = [p for p in self._seen.values() if _same_process_alive(p)]
-        for process in started:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.terminate()
-        _, alive = psutil.wait_procs(started, timeout=STOP_GRACE_S)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        _, alive = psutil.wait_procs(alive, timeout=STOP_GRACE_S)
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        return alive
+        if self.process is None:
+            return []
+        # Every process seen under the head: a fake node whose parent died first is no longer its child.
+        family = [p for p in self._seen.values() if p.pid != self.process.pid]
+        return stop_family(
+            self.process.pid,
+            STOP_GRACE_S,
+            first_signal=signal.SIGTERM,
+            family=family,
+            reap=self.process.wait,
+        )
 
 
 def _raise_priority(pid: int) -> None:
@@ -245,10 +239,3 @@ def _raise_priority(pid: int) -> None:
     """
     with contextlib.suppress(psutil.Error, PermissionError):
         psutil.Process(pid).nice(-5)
-
-
-def _same_process_alive(process: psutil.Process) -> bool:
-    """True if the process still runs, and its PID was not reused by another one."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        return process.is_running()
-    return False

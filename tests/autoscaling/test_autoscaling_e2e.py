@@ -17,9 +17,11 @@ import httpx
 import pytest
 from cluster_observer import Recorder, wait_for
 from fake_cluster import FakeAutoscalingCluster
-from local_stack import free_port, tiny_config
-from rayvllm.app import build_app, deployment_name
+from local_stack import tiny_config
 from rayvllm.config import AppConfig
+from rayvllm.procs import free_port
+from rayvllm.serve.builder import build_app
+from rayvllm.serve.deployment import deployment_name
 from scaling_timeline import Timeline
 from spike_load import LoadGenerator
 

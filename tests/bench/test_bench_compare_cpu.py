@@ -11,8 +11,8 @@ import json
 
 import psutil
 import pytest
-from rayvllm.bench.servers import free_port
 from rayvllm.cli import main
+from rayvllm.procs import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

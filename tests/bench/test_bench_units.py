@@ -305,7 +305,7 @@ def test_failover_variant_puts_the_gateway_in_front_and_leaves_the_rest_at_the_d
 
 
 def test_rayvllm_has_the_charts_haproxy_retries_and_noretry_takes_them_off(tmp_path) -> None:
-    from rayvllm.local import HAPROXY_RETRY_ENV
+    from rayvllm.local.runner import HAPROXY_RETRY_ENV
 
     common = {**PLAN_ARGS, "env": {}}
     default = plan("rayvllm", config_path=tmp_path / "d.yaml", **common)
@@ -351,7 +351,7 @@ def test_profile_summary_ranks_threads_and_functions() -> None:
 
 
 def test_free_ports_avoid_the_kernels_and_rays_ranges_and_never_repeat() -> None:
-    from rayvllm.bench.servers import FREE_PORT_RANGE, free_port, free_port_range
+    from rayvllm.procs import FREE_PORT_RANGE, free_port, free_port_range
 
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
+from repo_tools import BIN, CHART, REPO, tool_env, tool_path  # noqa: F401 (the chart tests' imports)
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "rayvllm"
-BIN = REPO / "bin"
 RELEASE, NAMESPACE = "llm", "inference"
 OVERLAYS = sorted((REPO / "values").glob("*.yaml"))
 TEST_VALUES = Path(__file__).resolve().parent / "values"
@@ -23,23 +18,6 @@ RENDER_CASES: dict[str, list[Path]] = {
     "all-features": [TEST_VALUES / "all-features.yaml"],
     "api-keys": [TEST_VALUES / "api-keys.yaml"],
 }
-
-
-def tool_path(name: str) -> str:
-    """A tool from the repo's bin/ first, then from PATH."""
-    local = BIN / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is missing: run `make setup-tools` (tools/go-tools.sh bin)")
-    return found
-
-
-def tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    if (BIN / "helm-plugins" / "unittest").is_dir():
-        env["HELM_PLUGINS"] = str(BIN / "helm-plugins")
-    return env
 
 
 def value_flags(files: list[Path], sets: dict[str, str] | None = None) -> list[str]:

@@ -1,6 +1,7 @@
 """One set of autoscaling settings, rendered both ways: per model into serveConfigV2 (and from there, through
-`rayvllm.app.deployment_options`, into Serve's autoscaling_config), per worker group into the RayService's
-worker groups and autoscalerOptions. Profiles (values/profiles/*.yaml) layer on every environment overlay."""
+`rayvllm.serve.deployment.deployment_options`, into Serve's autoscaling_config), per worker group into the
+RayService's worker groups and autoscalerOptions. Profiles (values/profiles/*.yaml) layer on every
+environment overlay."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import CHART, NAMESPACE, OVERLAYS, RELEASE, REPO, rayservice
-from rayvllm.app import deployment_options
 from rayvllm.capacity import load_values
 from rayvllm.config import AppConfig
+from rayvllm.serve.deployment import deployment_options
 
 PROFILES = sorted((REPO / "values" / "profiles").glob("*.yaml"))
 # Every environment overlay, each with every profile on top.

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import CHART, RENDER_CASES, rayservice
-from rayvllm.app import build_app, deployment_options
 from rayvllm.capacity import load_values
 from rayvllm.config import AppConfig
+from rayvllm.serve.builder import build_app
+from rayvllm.serve.deployment import deployment_options
 
 
 def serve_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -23,7 +24,7 @@ def serve_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_rendered_application_args_load_into_the_app_config(render, files: list[Path]) -> None:
     config = serve_config(render(files))
     (application,) = config["applications"]
-    assert application["import_path"] == "rayvllm.app:build_app"
+    assert application["import_path"] == "rayvllm.serve.builder:build_app"
     assert application["route_prefix"] == "/"
     module, _, name = application["import_path"].partition(":")
     assert callable(build_app) and (module, name) == (build_app.__module__, build_app.__name__)
@@ -79,7 +80,7 @@ def test_the_local_runner_and_the_bench_serve_on_the_charts_default_path(render)
     """`rayvllm serve`, the benchmark's `rayvllm` server and the chart's defaults set the same Serve switches,
     so what docs/benchmarks.md measures as `rayvllm` is what `helm install` runs."""
     from rayvllm.bench.servers import ServerVariant
-    from rayvllm.local import serve_env
+    from rayvllm.local.runner import serve_env
 
     spec = rayservice(render([]))["spec"]["rayClusterConfig"]
     containers = [spec["headGroupSpec"]["template"]["spec"]["containers"][0]]

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from chart_support import RENDER_CASES, rayservice
-from rayvllm.models import cache_dir
+from rayvllm.local.offline_models import cache_dir
 
 PSS_SOURCE = Path(__file__).resolve().parent / "pss"
 HOST_PATH_SETS = {"modelCache.type": "hostPath"}

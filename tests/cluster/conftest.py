@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from control_plane import ControlPlane, Kube, run_helm, start_control_plane, wait_for
-from local_stack import REPO
+from control_plane import ControlPlane, Kube, start_control_plane, wait_for
+from repo_tools import CHART, REPO, run_helm
 
-CHART = REPO / "charts" / "rayvllm"
 # Overlays installed alone; values/profiles/ holds profiles layered on an overlay, never installed alone.
 OVERLAYS = sorted((REPO / "values").glob("*.yaml"))
 RELEASE = "llm"
@@ -46,7 +45,7 @@ class Helm:
     kubeconfig: Path
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_helm(self.kubeconfig, *args, check=check)
+        return run_helm(*args, kubeconfig=self.kubeconfig, check=check)
 
     def install(
         self, namespace: str, values: list[Path], command: str = "install", check: bool = True

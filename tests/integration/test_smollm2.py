@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from local_stack import Stack, start_stack, stop_stack
-from rayvllm.models import SMOLLM2_NAME
+from rayvllm.local.offline_models import SMOLLM2_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

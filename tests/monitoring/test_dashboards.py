@@ -16,8 +16,8 @@ from monitoring_support import (
     panel_queries,
     promql_metric_names,
     promql_selectors,
-    require_tool,
     substitute_grafana_variables,
+    tool_path,
     variable_queries,
 )
 
@@ -238,6 +238,6 @@ def test_queries_parse(dashboards: dict[str, dict], tmp_path: Path) -> None:
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     result = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [tool_path("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from local_stack import free_port
 from monitoring_support import (
     NAMESPACE,
     PREFIX_CACHE_PROMPT,
@@ -34,11 +33,12 @@ from monitoring_support import (
     panel_queries,
     promql_metric_names,
     promql_selector_labels,
-    require_tool,
     substitute_grafana_variables,
+    tool_path,
     variable_queries,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from rayvllm.procs import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -141,7 +141,7 @@ def prometheus(tiny_stack: Any, rules_file: Path, tmp_path_factory: pytest.TempP
     port = free_port()
     log = (directory / "prometheus.log").open("w")
     command = [
-        require_tool("prometheus"),
+        tool_path("prometheus"),
         f"--config.file={config}",
         f"--storage.tsdb.path={directory / 'data'}",
     ]

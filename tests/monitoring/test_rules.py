@@ -15,7 +15,7 @@ from monitoring_support import (
     all_rules,
     promql_metric_names,
     promql_selector_labels,
-    require_tool,
+    tool_path,
 )
 
 SEVERITIES = {"critical", "warning", "info"}
@@ -28,7 +28,7 @@ def alerts(rule_groups: list[dict]) -> list[dict]:
 
 def test_promtool_check_rules(rules_file: Path) -> None:
     result = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(rules_file)],
+        [tool_path("promtool"), "check", "rules", str(rules_file)],
         capture_output=True,
         text=True,
         check=False,
@@ -38,7 +38,7 @@ def test_promtool_check_rules(rules_file: Path) -> None:
 
 def test_promtool_unit_tests(rules_file: Path) -> None:
     result = subprocess.run(
-        [require_tool("promtool"), "test", "rules", "rules_test.yaml"],
+        [tool_path("promtool"), "test", "rules", "rules_test.yaml"],
         cwd=rules_file.parent,
         capture_output=True,
         text=True,

@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 import yaml
 from control_plane import ControlPlane, PodNetwork, cluster_bin_dir, wait_for
-from local_stack import REPO
+from repo_tools import REPO
 
 NODE_NAME = "rayvllm-node"
 NETWORK = PodNetwork(node_ip="198.18.0.1", service_cidr="198.19.0.0/16", kubernetes_service_ip="198.19.0.1")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from control_plane import ControlPlane, run_helm
-from local_stack import REPO
+from control_plane import ControlPlane
 from node import Images, NetworkNamespace, Node
+from repo_tools import CHART, REPO, run_helm
 
-CHART = REPO / "charts" / "rayvllm"
 # The README's Install section: release and namespace `llm`, the hf-token Secret, values/l4-spot.yaml under
 # the test overlay (which replaces its models and worker groups, the lists, whole).
 RELEASE = "llm"
@@ -39,7 +38,7 @@ class PodCluster:
     timings: dict[str, float] = field(default_factory=dict)
 
     def helm(self, *args: str) -> None:
-        run_helm(self.plane.kubeconfig, *args)
+        run_helm(*args, kubeconfig=self.plane.kubeconfig)
 
     def remove_pods(self, timeout_s: float = 90.0) -> None:
         """After a failed test: KubeRay stopped so it recreates nothing, every pod deleted at once, and the

@@ -12,7 +12,6 @@ import httpx
 import pytest
 import yaml
 from control_plane import wait_for
-from local_stack import free_port
 from monitoring_support import (
     ALLOWLIST,
     PREFIX_CACHE_PROMPT,
@@ -20,10 +19,11 @@ from monitoring_support import (
     load_dashboards,
     panel_queries,
     promql_metric_names,
-    require_tool,
+    tool_path,
 )
 from pod_support import FIRST_KEY, HF_TOKEN_SECRET, NAMESPACE, PodCluster, Release, pods, rayservice
 from podmonitor_scrape import scrape_configs
+from rayvllm.procs import free_port
 
 MODEL = "tiny-llama"
 APP_PACKAGE_MOUNT = "/opt/rayvllm/lib"
@@ -168,7 +168,7 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
     cluster.plane.start(
         "prometheus",
         [
-            require_tool("prometheus"),
+            tool_path("prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",

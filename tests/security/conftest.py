@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from local_stack import start_stack, stop_stack, tiny_config
-from rayvllm.auth import write_key_dir
+from rayvllm.http.auth import write_key_dir
 from security_support import KEY_RELOAD_S, KEYS, MAX_BODY_BYTES, MAX_CONCURRENT, MAX_TOKENS_CAP, GuardedStack
 
 

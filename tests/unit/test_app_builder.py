@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rayvllm.app import DEPLOYMENT_OPTION_FIELDS, build_app, deployment_name, deployment_options
 from rayvllm.config import AppConfig, ModelConfig
+from rayvllm.serve.builder import build_app
+from rayvllm.serve.deployment import DEPLOYMENT_OPTION_FIELDS, deployment_name, deployment_options
 
 MODEL = {
     "name": "meta-llama/Llama-3.1-8B-Instruct",
@@ -57,7 +58,7 @@ def test_scaling_changes_leave_the_replicas_init_args_alone() -> None:
 
 
 def test_ray_serve_llm_path_gets_the_same_engine_and_scaling_settings() -> None:
-    from rayvllm.ray_serve_llm import llm_config
+    from rayvllm.serve.ray_serve_llm import llm_config
 
     model = ModelConfig.model_validate(
         {**MODEL, "engine": {**MODEL["engine"], "extra_args": {"swap_space": 2}}}
@@ -76,7 +77,7 @@ def test_ray_serve_llm_path_gets_the_same_engine_and_scaling_settings() -> None:
 
 
 def test_ray_serve_llm_path_on_cpu_asks_for_cpu_bundles() -> None:
-    from rayvllm.ray_serve_llm import llm_config
+    from rayvllm.serve.ray_serve_llm import llm_config
 
     config = llm_config(ModelConfig.model_validate({**MODEL, "num_gpus": 0, "accelerator_type": None}))
     assert config["placement_group_config"] == {"bundles": [{"CPU": 1}]}

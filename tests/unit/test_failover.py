@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError
-from rayvllm.failover import LOST_REPLICA_EVENT, FailoverApp, Relay, forward_asgi, is_replica_loss
-from rayvllm.guard import Message, Receive, Scope, Send
+from rayvllm.http.asgi import Message, Receive, Scope, Send, forward_asgi
+from rayvllm.serve.gateway import LOST_REPLICA_EVENT, FailoverApp, Relay, is_replica_loss
 
 START_JSON = {
     "type": "http.response.start",

@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from rayvllm.auth import KeyStore, parse_key_list, write_key_dir
 from rayvllm.config import LimitsConfig
-from rayvllm.guard import IngressGuard, Message, Receive, Scope, Send
+from rayvllm.http.asgi import Message, Receive, Scope, Send
+from rayvllm.http.auth import KeyStore, parse_key_list, write_key_dir
+from rayvllm.http.guard import IngressGuard
 
 
 class FakeVLLMApp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from rayvllm.config import ModelConfig
-from rayvllm.vllm_args import serve_argv, serve_namespace
+from rayvllm.serve.vllm_args import serve_argv, serve_namespace
 
 
 def model(**engine: object) -> ModelConfig:

@@ -12,7 +12,7 @@ import sys
 
 # subcommand -> module exposing `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS = {
-    "serve": ("rayvllm.local", "run the app locally on Ray Serve (what `make serve` does)"),
+    "serve": ("rayvllm.local.runner", "run the app locally on Ray Serve (what `make serve` does)"),
     "capacity": ("rayvllm.capacity", "check that a model fits a GPU: weights plus KV cache"),
     "bench": ("rayvllm.bench", "benchmark an OpenAI-compatible endpoint"),
 }

@@ -20,9 +20,9 @@ Usage: {{ include "rayvllm.appPackage.mountPath" . }}
 {{- end }}
 
 {{/*
-rayvllm.appPackage.key: the ConfigMap key of a chart file (`files/rayvllm/app.py` -> `rayvllm.app.py`); keys
+rayvllm.appPackage.key: the ConfigMap key of a chart file (`files/rayvllm/serve/builder.py` -> `rayvllm.serve.builder.py`); keys
 cannot hold `/`, the volume's items map them back to paths.
-Usage: {{ include "rayvllm.appPackage.key" "files/rayvllm/app.py" }}
+Usage: {{ include "rayvllm.appPackage.key" "files/rayvllm/serve/builder.py" }}
 */}}
 {{- define "rayvllm.appPackage.key" -}}
 {{- trimPrefix "files/" . | replace "/" "." }}

@@ -1,6 +1,6 @@
 {{/*
 rayvllm.serve.config: the serveConfigV2 document. One application whose `args` are `.Values.app`: the keys
-are those of rayvllm.config.AppConfig, which `rayvllm.app:build_app` validates. The additions: each model has
+are those of rayvllm.config.AppConfig, which `rayvllm.serve.builder:build_app` validates. The additions: each model has
 `modelOverrides` merged over it (templates/_models.tpl); with `apiKeys.existingSecret`, `auth.api_keys_dir`
 names where that Secret is mounted.
 Usage: {{- include "rayvllm.serve.config" . | nindent 4 }}
@@ -14,7 +14,7 @@ Usage: {{- include "rayvllm.serve.config" . | nindent 4 }}
 {{- end }}
 {{- $application := dict
   "name" .Values.serve.applicationName
-  "import_path" "rayvllm.app:build_app"
+  "import_path" "rayvllm.serve.builder:build_app"
   "route_prefix" "/"
   "args" $args
 }}

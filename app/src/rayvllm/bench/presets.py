@@ -59,7 +59,7 @@ class Scenario:
 
     def prepare_model(self, directory: Path) -> Path:
         """Write the model directory: config, tokenizer and chat template (and weights on CPU)."""
-        from rayvllm.models import build_tiny_llama
+        from rayvllm.local.offline_models import build_tiny_llama
 
         marker = directory / ".rayvllm-bench-preset"
         if marker.is_file() and marker.read_text() == self.name:

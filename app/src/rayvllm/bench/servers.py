@@ -4,10 +4,10 @@
 - `rayvllm`: this project's app through its local runner, `python -m rayvllm serve --config FILE --port P`.
 - `ray_serve_llm`: Ray Serve LLM's `build_openai_app` with its defaults (`rayvllm.bench.rayllm_app`).
 
-`rayvllm` runs the local runner's serving path, which is the chart's defaults (`rayvllm.local.serve_env`:
-HAProxy and Serve's throughput profile). It also runs in variants, named `rayvllm+FLAG[+FLAG...]`
-(RAYVLLM_FLAGS), so that the Ray Serve settings weighed in docs/benchmarks.md are measured in the same run as
-the bare server.
+`rayvllm` runs the local runner's serving path, which is the chart's defaults
+(`rayvllm.local.runner.serve_env`: HAProxy and Serve's throughput profile). It also runs in variants, named
+`rayvllm+FLAG[+FLAG...]` (RAYVLLM_FLAGS), so that the Ray Serve settings weighed in docs/benchmarks.md are
+measured in the same run as the bare server.
 
 Each server runs in its own session, so its process group is its own. It is ready when a real one-token
 completion succeeds (/v1/models answers long before the engine can serve). Stopping signals the PID we
@@ -17,12 +17,10 @@ gets the whole GPU.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayvllm.local import HAPROXY_FIXED_PORTS as LOCAL_HAPROXY_PORTS
-from rayvllm.local import HAPROXY_MAX_CONNECTIONS, HAPROXY_RETRY_ENV
+from rayvllm.local.runner import HAPROXY_FIXED_PORTS as LOCAL_HAPROXY_PORTS
+from rayvllm.local.runner import HAPROXY_MAX_CONNECTIONS, HAPROXY_RETRY_ENV
+from rayvllm.procs import (
+    NotServing,
+    free_port,
+    free_port_range,
+    stop_family,
+    wait_port_free,
+    wait_until_serving,
+)
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
 RAYVLLM_FLAGS = {
@@ -53,8 +59,8 @@ RAYVLLM_FLAGS = {
     "replica and vLLM's engine process inherits",
     "failover": "app.failover.enabled: the failover gateway as the ingress, in front of the replica (one "
     "more Serve hop per request and per streamed chunk)",
-    "retry": "HAProxy's L7 retries of the chart's defaults (rayvllm.local.HAPROXY_RETRY_ENV); a no-op now "
-    "that the defaults have them, kept so that older bundles' server names parse",
+    "retry": "HAProxy's L7 retries of the chart's defaults (rayvllm.local.runner.HAPROXY_RETRY_ENV); a "
+    "no-op now that the defaults have them, kept so that older bundles' server names parse",
     "noretry": "Ray's own HAProxy retry policy (conn-failure only) instead of the chart's L7 retries: what "
     "replaying a lost replica's requests costs",
 }
@@ -133,8 +139,8 @@ class ServerVariant:
                 )
                 env.update(RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING="1", VLLM_USE_RAY_V2_EXECUTOR_BACKEND="1")
             return env
-        # Without flags, what the local runner sets by default (rayvllm.local.serve_env), written out so that
-        # each bundle's server logs say which path ran.
+        # Without flags, what the local runner sets by default (rayvllm.local.runner.serve_env), written out
+        # so that each bundle's server logs say which path ran.
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if self.uses_haproxy else "0"
         env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1" if self.has_direct_ingress else "0"
         if self.uses_haproxy:
@@ -159,8 +165,8 @@ class ServerVariant:
         return engine_args
 
 
-class ServerError(RuntimeError):
-    """A server exited, or did not become ready in time."""
+# A server exited, or did not become ready in time.
+ServerError = NotServing
 
 
 @dataclass
@@ -333,57 +339,6 @@ def haproxy_ports_env(variant: ServerVariant) -> dict[str, str]:
     return {name: str(free_port()) for name in HAPROXY_FIXED_PORTS}
 
 
-# Ports handed out by free_port: above Ray's worker ports (10002-19999) and below both Serve's direct-ingress
-# ports (30000-31000) and the kernel's ephemeral range (32768+). A port the kernel picked for us could be
-# picked again for one of the many listeners Ray opens before our server binds it (seen in CI: "Failed to bind
-# to address").
-FREE_PORT_RANGE = (20000, 29999)
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port outside the ranges Ray and the kernel assign, never the same one twice in a process."""
-    import random
-
-    low, high = FREE_PORT_RANGE
-    for _ in range(1000):
-        port = random.randint(low, high)
-        if port not in _handed_out and port_is_free(port):
-            _handed_out.add(port)
-            return port
-    raise ServerError(f"no free port in {low}-{high}")
-
-
-def free_port_range(size: int, start: int = 20000) -> int:
-    """The first port of `size` consecutive free ports at or above `start`, none handed out before."""
-    port = start
-    while port < 65000:
-        block = range(port, port + size)
-        if not _handed_out.intersection(block) and all(port_is_free(p) for p in block):
-            _handed_out.update(block)
-            return port
-        port += size
-    raise ServerError(f"no {size} consecutive free ports")
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_port_free(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not port_is_free(port):
-        if time.monotonic() > deadline:
-            raise ServerError(f"port {port} is still in use after {timeout_s:.0f}s")
-        time.sleep(1)
-
-
 class Server:
     """One started server: its process, its log, readiness and shutdown."""
 
@@ -431,34 +386,30 @@ class Server:
 
     def wait_ready(self, model: str, timeout_s: float) -> float:
         """Seconds from the start until a one-token completion succeeds."""
-        import httpx
-
         assert self.process is not None
-        body = {"model": model, "prompt": "Hello", "max_tokens": 1}
-        deadline = self.started_at + timeout_s
-        last_error = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(
-                    f"{self.spec.name} exited with code {self.process.returncode} before it was ready; "
-                    f"log tail:\n{self.log_tail(40)}"
-                )
-            try:
-                response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
-                if response.status_code == 200 and response.json().get("choices"):
-                    return round(time.monotonic() - self.started_at, 1)
-                last_error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except (httpx.HTTPError, ValueError) as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            time.sleep(1)
-        raise ServerError(f"{self.spec.name} not ready after {timeout_s:.0f}s ({last_error})")
+        process = self.process
+
+        def exited() -> str | None:
+            if process.poll() is None:
+                return None
+            return (
+                f"{self.spec.name} exited with code {process.returncode} before it was ready; "
+                f"log tail:\n{self.log_tail(40)}"
+            )
+
+        try:
+            return wait_until_serving(self.base_url, model, timeout_s, since=self.started_at, exited=exited)
+        except NotServing as exc:
+            if process.poll() is not None:
+                raise
+            raise ServerError(f"{self.spec.name} not ready: {exc}") from exc
 
     def stop(self, grace_s: float = 30) -> None:
         """SIGINT to our PID (graceful for vLLM and Ray drivers), then SIGTERM and SIGKILL to what is left."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            _stop_family(self.process.pid, grace_s, wait=self.process.wait)
+            stop_family(self.process.pid, grace_s, reap=self.process.wait)
         if self.pidfile:
             self.pidfile.unlink(missing_ok=True)
         wait_port_free(self.port)
@@ -491,40 +442,5 @@ def stop_leftover(pidfile: Path) -> None:
         print(
             f"stopping a leftover server, PID {record['pid']}: {' '.join(record['command'])}", file=sys.stderr
         )
-        _stop_family(
-            record["pid"], grace_s=30, wait=lambda timeout: psutil.Process(record["pid"]).wait(timeout)
-        )
+        stop_family(record["pid"], grace_s=30)
     pidfile.unlink()
-
-
-def _stop_family(pid: int, grace_s: float, wait: Any) -> None:
-    """SIGINT to `pid`; after `grace_s`, SIGTERM then SIGKILL to it and every process descended from it."""
-    import psutil
-
-    try:
-        family = [psutil.Process(pid)]
-        family += family[0].children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    family[0].send_signal(signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired, psutil.TimeoutExpired):
-        wait(grace_s)
-    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        alive = [p for p in family if _alive(p)]
-        if not alive:
-            break
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.send_signal(sig)
-        psutil.wait_procs(alive, timeout=wait_s)
-    with contextlib.suppress(subprocess.TimeoutExpired, psutil.TimeoutExpired):
-        wait(10)  # reap our own child, so it is not left a zombie
-
-
-def _alive(proc: Any) -> bool:
-    import psutil
-
-    try:
-        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False

@@ -1,6 +1,6 @@
 """rayvllm: vLLM on Ray Serve, deployed by a KubeRay RayService chart.
 
-Nothing is imported or built at import time; `rayvllm.app:build_app` is the Serve builder.
+Nothing is imported or built at import time; `rayvllm.serve.builder:build_app` is the Serve builder.
 """
 
 __version__ = "0.1.0"

@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from rayvllm.auth import KeyStore
 from rayvllm.config import LimitsConfig
-from rayvllm.metering import ANONYMOUS, UsageRecorder
+from rayvllm.http.asgi import ASGIApp, Message, Receive, RequestRejected, Scope, Send, read_body, reject
+from rayvllm.http.auth import KeyStore
+from rayvllm.http.metering import ANONYMOUS, UsageRecorder
 
 logger = logging.getLogger("rayvllm")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Liveness and readiness probes need no key.
 OPEN_PATHS = frozenset({"/health", "/ping"})
@@ -33,17 +27,6 @@ TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 # Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
 # without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
 MALFORMED_INPUT_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
-
-
-class RequestRejected(Exception):
-    """A request the guard answers itself, with an OpenAI-style error."""
-
-    def __init__(
-        self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.error_type = status, message, error_type
-        self.headers = headers or {}
 
 
 class IngressGuard:
@@ -209,29 +192,6 @@ def _presented_key(scope: Scope) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, max_bytes: int | None) -> bytes:
-    too_large = RequestRejected(
-        413, f"Request body larger than the limit of {max_bytes} bytes.", "RequestEntityTooLarge"
-    )
-    declared = _header(scope, b"content-length")
-    if max_bytes is not None and declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if max_bytes is not None and size > max_bytes:
-            raise too_large
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 def _check_max_tokens(body: bytes, cap: int) -> None:
     """400 when a JSON body asks for more than `cap` tokens; vLLM judges everything else."""
     if not any(field.encode() in body for field in TOKEN_FIELDS):
@@ -250,28 +210,3 @@ def _check_max_tokens(body: bytes, cap: int) -> None:
                 f"{field} is {value}, more than this server's cap of {cap} (limits.max_tokens_cap).",
                 "BadRequestError",
             )
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
-def error_body(status: int, message: str, error_type: str) -> bytes:
-    """vLLM's ErrorResponse as JSON bytes."""
-    error = {"message": message, "type": error_type, "param": None, "code": status}
-    return json.dumps({"error": error}).encode()
-
-
-async def reject(scope: Scope, send: Send, rejected: RequestRejected) -> None:
-    if scope["type"] == "websocket":
-        # 1008: policy violation; the handshake never completes.
-        await send({"type": "websocket.close", "code": 1008, "reason": rejected.message[:120]})
-        return
-    body = error_body(rejected.status, rejected.message, rejected.error_type)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in rejected.headers.items()]
-    await send({"type": "http.response.start", "status": rejected.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rayvllm.app import deployment_options
 from rayvllm.config import AppConfig, ModelConfig
+from rayvllm.serve.deployment import deployment_options
 
 if TYPE_CHECKING:
     from ray.serve import Application

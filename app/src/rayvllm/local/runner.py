@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import httpx
 import yaml
 
-from rayvllm.auth import parse_key_list, read_key_dir, write_key_dir
 from rayvllm.config import AppConfig, AuthConfig, AutoscalingConfig, EngineConfig, ModelConfig
+from rayvllm.http.auth import parse_key_list, read_key_dir, write_key_dir
+from rayvllm.procs import free_port, free_port_range, port_is_free, stop_processes, wait_until_serving
 
 APP_NAME = "rayvllm"
 API_KEYS_ENV = "RAYVLLM_API_KEYS"
@@ -49,6 +49,8 @@ HAPROXY_RETRY_ENV = {
 }
 # Replica HTTP ports a second local cluster gets when the first holds Serve's default block.
 DIRECT_INGRESS_BLOCK = 50
+# Where HAProxy and the replicas' own HTTP servers bind.
+ALL_INTERFACES = "0.0.0.0"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +152,7 @@ def load_config(args: argparse.Namespace) -> AppConfig:
 def default_config(model: str | None, max_model_len: int, engine_path: str = "direct") -> AppConfig:
     """One model, sized for this machine: the GPU build on a GPU, small KV cache and eager mode on CPU."""
     if model is None:
-        from rayvllm.models import SMOLLM2_NAME, smollm2_dir
+        from rayvllm.local.offline_models import SMOLLM2_NAME, smollm2_dir
 
         source, name = str(smollm2_dir()), SMOLLM2_NAME
     else:
@@ -224,7 +226,7 @@ class LocalStack:
         import ray
         from ray import serve
 
-        from rayvllm.app import build_app
+        from rayvllm.serve.builder import build_app
 
         phase("import")
 
@@ -250,23 +252,9 @@ class LocalStack:
         phase("first completion")
 
     def _wait_until_serving(self, timeout_s: float = 600) -> None:
-        """`/v1/models` answers before the engine can generate; a one-token completion proves it can."""
-        body: dict[str, Any] = {"model": self.config.models[0].name, "prompt": "Hi", "max_tokens": 1}
-        headers = self._probe_headers()
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                response = httpx.post(
-                    f"{self.base_url}/v1/completions", json=body, headers=headers, timeout=60
-                )
-                if response.status_code == 200:
-                    return
-                error = f"HTTP {response.status_code}: {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                error = repr(exc)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the app did not serve a completion within {timeout_s:.0f}s: {error}")
-            time.sleep(1)
+        wait_until_serving(
+            self.base_url, self.config.models[0].name, timeout_s, headers=self._probe_headers()
+        )
 
     def _probe_headers(self) -> dict[str, str]:
         """With API keys on, the readiness probe authenticates with one of them."""
@@ -292,11 +280,7 @@ class LocalStack:
             finally:
                 ray.shutdown()
         # ray.shutdown() signals its processes but does not wait for all of them; no stray may outlive us.
-        _, alive = psutil.wait_procs(started, timeout=STOP_GRACE_S)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+        stop_processes(started, STOP_GRACE_S, signals=(None, signal.SIGKILL))
 
 
 def serve_env() -> dict[str, str]:
@@ -318,41 +302,15 @@ def serve_env() -> dict[str, str]:
     env.update(HAPROXY_RETRY_ENV)
     # Ray's fixed ports, where another Serve cluster on this machine holds them: HAProxy would exit at start.
     for name, default in HAPROXY_FIXED_PORTS.items():
-        if name not in os.environ and not _port_is_free(default):
-            env[name] = str(_free_port())
-    if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ and not _port_is_free(30000):
-        first = _free_port_block(DIRECT_INGRESS_BLOCK)
+        if name not in os.environ and not port_is_free(default, ALL_INTERFACES):
+            env[name] = str(free_port(ALL_INTERFACES))
+    if "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT" not in os.environ and not port_is_free(30000, ALL_INTERFACES):
+        # Serve's direct-ingress range, above its default block.
+        size = DIRECT_INGRESS_BLOCK
+        first = free_port_range(size, start=30000 + size, stop=31000, host=ALL_INTERFACES)
         env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(first)
         env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(first + DIRECT_INGRESS_BLOCK - 1)
     return env
-
-
-def _port_is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("0.0.0.0", 0))
-        return int(sock.getsockname()[1])
-
-
-def _free_port_block(size: int) -> int:
-    """The first of `size` free ports in a row, in Serve's direct-ingress range above its default block."""
-    for first in range(30000 + size, 31000, size):
-        if all(_port_is_free(port) for port in range(first, first + size)):
-            return first
-    raise RuntimeError("no free block of ports in 30000-31000 for the replicas' own HTTP servers")
 
 
 def _haproxy_binary() -> str | None:

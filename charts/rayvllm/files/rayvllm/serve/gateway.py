@@ -15,22 +15,10 @@ The cost is one more Serve hop per request and per streamed chunk, which is why 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-from rayvllm.guard import (
-    ASGIApp,
-    Message,
-    Receive,
-    RequestRejected,
-    Scope,
-    Send,
-    error_body,
-    read_body,
-    reject,
-)
+from rayvllm.http.asgi import Message, Receive, RequestRejected, Scope, Send, error_body, read_body, reject
 
 logger = logging.getLogger("rayvllm")
 
@@ -43,36 +31,6 @@ LOST_REPLICA_EVENT = (
     )
     + b"\n\ndata: [DONE]\n\n"
 )
-
-
-async def forward_asgi(app: ASGIApp, request: dict[str, Any]) -> AsyncIterator[Message]:
-    """Run one forwarded request through `app` in this process, yielding the ASGI messages it sends."""
-    scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "state": {}, **request["scope"]}
-    messages: asyncio.Queue[Message | None] = asyncio.Queue()
-    gone = asyncio.Event()
-    body_sent = False
-
-    async def receive() -> Message:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": request["body"], "more_body": False}
-        await gone.wait()  # vLLM listens for the client's disconnect to abort the request
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        await messages.put(message)
-
-    task: asyncio.Future[None] = asyncio.ensure_future(app(scope, receive, send))
-    task.add_done_callback(lambda _: messages.put_nowait(None))
-    try:
-        while (message := await messages.get()) is not None:
-            yield message
-        await task  # re-raise what the app raised
-    finally:
-        gone.set()  # the gateway went away (its client did), or we are done
-        if not task.done():
-            task.cancel()
 
 
 def is_replica_loss(error: BaseException) -> bool:

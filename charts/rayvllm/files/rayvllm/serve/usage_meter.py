@@ -1,22 +1,11 @@
-"""Per-key usage metering: requests, prompt tokens and completion tokens per API key id.
+"""Per-key usage as Ray counters, recorded by the guard in each replica (Ray metrics need a Ray worker).
 
-The counters are Ray metrics, so they leave through Ray's metrics agent on every Ray pod's port 8080 as
-`ray_rayvllm_requests_total`, `ray_rayvllm_prompt_tokens_total` and `ray_rayvllm_completion_tokens_total`
-(the same renaming as vLLM's `ray_vllm_*`), labelled `key_id` and `model_name`, never with the key itself.
+They leave through Ray's metrics agent on every Ray pod's port 8080 as `ray_rayvllm_requests_total`,
+`ray_rayvllm_prompt_tokens_total` and `ray_rayvllm_completion_tokens_total` (the same renaming as vLLM's
+`ray_vllm_*`), labelled `key_id` and `model_name`, never with the key itself.
 """
 
 from __future__ import annotations
-
-from typing import Protocol
-
-# key_id of requests served while auth is off.
-ANONYMOUS = "anonymous"
-
-
-class UsageRecorder(Protocol):
-    """Where the ingress guard reports each finished request."""
-
-    def record(self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int) -> None: ...
 
 
 class RayUsageMeter:

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from rayvllm.auth import KeyStore
 from rayvllm.config import AuthConfig, LimitsConfig, ModelConfig
-from rayvllm.failover import forward_asgi
-from rayvllm.guard import IngressGuard, Message
-from rayvllm.metering import RayUsageMeter
-from rayvllm.vllm_args import serve_namespace
+from rayvllm.http.asgi import Message, forward_asgi
+from rayvllm.http.auth import KeyStore
+from rayvllm.http.guard import IngressGuard
+from rayvllm.serve.usage_meter import RayUsageMeter
+from rayvllm.serve.vllm_args import serve_namespace
 
 logger = logging.getLogger("rayvllm")
 
@@ -89,7 +89,7 @@ def cap_default_max_tokens(args: argparse.Namespace, cap: int | None) -> None:
 
 
 class VLLMServer:
-    """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.app.build_app`."""
+    """One replica of one model. Wrapped by `serve.ingress()` in `rayvllm.serve.builder.build_app`."""
 
     # Serve awaits an async constructor; mypy insists __init__ returns None.
     async def __init__(  # type: ignore[misc]
