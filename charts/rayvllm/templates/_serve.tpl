@@ -34,3 +34,42 @@ Usage: {{ include "rayvllm.serve.httpProxy" .Values.serve }}
 {{- define "rayvllm.serve.httpProxy" -}}
 {{- default .httpProxy .ingress }}
 {{- end }}
+
+{{/*
+rayvllm.serve.serviceName: the Service in front of Ray Serve's HTTP proxies (RayService spec.serveService).
+Usage: {{ include "rayvllm.serve.serviceName" . }}
+*/}}
+{{- define "rayvllm.serve.serviceName" -}}
+{{- printf "%s-serve-svc" (include "rayvllm.common.fullname" .) }}
+{{- end }}
+
+{{/*
+rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.haproxy`,
+`.throughputOptimized`, `.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
+gets them.
+Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
+*/}}
+{{- define "rayvllm.serve.env" -}}
+{{- if eq (include "rayvllm.serve.httpProxy" .) "haproxy" }}
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: "1"
+- name: RAY_SERVE_HAPROXY_MAXCONN
+  value: {{ .haproxy.maxConnections | quote }}
+{{- if .haproxy.retryLostRequests }}
+{{- /* Ray 2.58 writes RETRY_ON verbatim into haproxy.cfg's defaults section and has no switch for
+  http-buffer-request, without which HAProxy cannot replay a POST: it rides on the value's second line. */}}
+- name: RAY_SERVE_HAPROXY_RETRY_ON
+  value: "conn-failure empty-response junk-response\n    option http-buffer-request"
+- name: RAY_SERVE_HAPROXY_RETRIES
+  value: "3"
+{{- end }}
+{{- end }}
+{{- if .throughputOptimized }}
+- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+  value: "1"
+{{- end }}
+{{- if not (kindIs "invalid" .workerNiceness) }}
+- name: RAY_worker_niceness
+  value: {{ .workerNiceness | quote }}
+{{- end }}
+{{- end }}

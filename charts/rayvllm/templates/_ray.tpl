@@ -1,5 +1,5 @@
 {{/*
-The one Ray pod template, shared by the head group and every worker group.
+Ray node groups: the one pod template, shared by the head group and every worker group, and the rest of a group spec.
 */}}
 
 {{/*
@@ -226,87 +226,6 @@ Usage: {{- include "rayvllm.ray.topologySpreadConstraints" (dict "root" $ "group
 {{- $constraints = append $constraints $constraint }}
 {{- end }}
 {{- toYaml $constraints }}
-{{- end }}
-
-{{/*
-rayvllm.modelCache.env: the cache directories under the model cache's mount path. Without them a new replica
-recompiles its kernels (about 2 minutes for an 8B model on an H100) on every start.
-Usage: {{- include "rayvllm.modelCache.env" .Values.modelCache.mountPath | nindent 8 }}
-*/}}
-{{- define "rayvllm.modelCache.env" -}}
-{{- $directories := dict
-  "HF_HOME" "huggingface"
-  "VLLM_CACHE_ROOT" "vllm"
-  "FLASHINFER_WORKSPACE_BASE" "flashinfer"
-  "TRITON_CACHE_DIR" "triton"
-  "TORCHINDUCTOR_CACHE_DIR" "torchinductor"
-  "CUDA_CACHE_PATH" "nv-compute-cache"
-}}
-{{- range $name, $directory := $directories }}
-- name: {{ $name }}
-  value: {{ printf "%s/%s" $ $directory | quote }}
-{{- end }}
-{{- end }}
-
-{{/*
-rayvllm.serve.env: Ray Serve's serving-path switches (`.Values.serve.httpProxy`, `.haproxy`,
-`.throughputOptimized`, `.workerNiceness`), read by the Serve controller, the raylet and the replicas at start, so every Ray container
-gets them.
-Usage: {{- include "rayvllm.serve.env" .Values.serve | nindent 8 }}
-*/}}
-{{- define "rayvllm.serve.env" -}}
-{{- if eq (include "rayvllm.serve.httpProxy" .) "haproxy" }}
-- name: RAY_SERVE_ENABLE_HA_PROXY
-  value: "1"
-- name: RAY_SERVE_HAPROXY_MAXCONN
-  value: {{ .haproxy.maxConnections | quote }}
-{{- if .haproxy.retryLostRequests }}
-{{- /* Ray 2.58 writes RETRY_ON verbatim into haproxy.cfg's defaults section and has no switch for
-  http-buffer-request, without which HAProxy cannot replay a POST: it rides on the value's second line. */}}
-- name: RAY_SERVE_HAPROXY_RETRY_ON
-  value: "conn-failure empty-response junk-response\n    option http-buffer-request"
-- name: RAY_SERVE_HAPROXY_RETRIES
-  value: "3"
-{{- end }}
-{{- end }}
-{{- if .throughputOptimized }}
-- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
-  value: "1"
-{{- end }}
-{{- if not (kindIs "invalid" .workerNiceness) }}
-- name: RAY_worker_niceness
-  value: {{ .workerNiceness | quote }}
-{{- end }}
-{{- end }}
-
-{{/*
-rayvllm.modelCache.volume: the volume source of the model cache, from `.Values.modelCache`.
-Usage: {{- include "rayvllm.modelCache.volume" $ | nindent 6 }}
-*/}}
-{{- define "rayvllm.modelCache.volume" -}}
-{{- $cache := .Values.modelCache }}
-{{- if eq $cache.type "pvc" }}
-persistentVolumeClaim:
-  claimName: {{ include "rayvllm.modelCache.claimName" . }}
-{{- else if eq $cache.type "hostPath" }}
-hostPath:
-  path: {{ $cache.hostPath.path }}
-  type: {{ $cache.hostPath.type }}
-{{- else }}
-emptyDir:
-  {{- with $cache.emptyDir.sizeLimit }}
-  sizeLimit: {{ . }}
-  {{- else }} {}
-  {{- end }}
-{{- end }}
-{{- end }}
-
-{{/*
-rayvllm.modelCache.claimName: the PersistentVolumeClaim of the model cache.
-Usage: {{ include "rayvllm.modelCache.claimName" . }}
-*/}}
-{{- define "rayvllm.modelCache.claimName" -}}
-{{- default (printf "%s-model-cache" (include "rayvllm.common.fullname" .)) .Values.modelCache.pvc.existingClaim }}
 {{- end }}
 
 {{/*

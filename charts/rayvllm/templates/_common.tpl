@@ -94,11 +94,3 @@ Usage: {{ include "rayvllm.common.pinnedImage" . }}
 {{- define "rayvllm.common.pinnedImage" -}}
 {{- (first (index .Chart.Annotations "artifacthub.io/images" | fromYamlArray)).image }}
 {{- end }}
-
-{{/*
-rayvllm.serve.serviceName: the Service in front of Ray Serve's HTTP proxies (RayService spec.serveService).
-Usage: {{ include "rayvllm.serve.serviceName" . }}
-*/}}
-{{- define "rayvllm.serve.serviceName" -}}
-{{- printf "%s-serve-svc" (include "rayvllm.common.fullname" .) }}
-{{- end }}
