@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+from rayvllm.capacity import merge_values
 from repo_tools import BIN, CHART, REPO, tool_env, tool_path  # noqa: F401 (the chart tests' imports)
 
 RELEASE, NAMESPACE = "llm", "inference"
@@ -30,3 +32,18 @@ def value_flags(files: list[Path], sets: dict[str, str] | None = None) -> list[s
 def rayservice(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (found,) = [obj for obj in objects if obj["kind"] == "RayService"]
     return found
+
+
+def serve_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(rayservice(objects)["spec"]["serveConfigV2"])
+
+
+def app_args(values: dict[str, Any]) -> dict[str, Any]:
+    """The application args that the chart renders from these values (templates/_serve.tpl): `.Values.app`,
+    each model with `modelOverrides` merged over it, and `auth.api_keys_dir` where the API keys' Secret is
+    mounted."""
+    args = {**values["app"]}
+    args["models"] = [merge_values(model, values.get("modelOverrides") or {}) for model in args["models"]]
+    if values["apiKeys"]["existingSecret"]:
+        args["auth"] = {**(args.get("auth") or {}), "api_keys_dir": values["apiKeys"]["mountPath"]}
+    return args

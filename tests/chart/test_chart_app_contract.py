@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, RENDER_CASES, rayservice
+from chart_support import CHART, RENDER_CASES, app_args, rayservice, serve_config
 from rayvllm.capacity import load_values
 from rayvllm.config import AppConfig
 from rayvllm.serve.builder import build_app
 from rayvllm.serve.deployment import deployment_options
-
-
-def serve_config(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return yaml.safe_load(rayservice(objects)["spec"]["serveConfigV2"])
 
 
 @pytest.mark.parametrize("files", RENDER_CASES.values(), ids=RENDER_CASES.keys())
@@ -29,13 +24,9 @@ def test_rendered_application_args_load_into_the_app_config(render, files: list[
     module, _, name = application["import_path"].partition(":")
     assert callable(build_app) and (module, name) == (build_app.__module__, build_app.__name__)
     app_config = AppConfig.model_validate(application["args"])
-    # The args are `.Values.app` (values.yaml plus the overlays), nothing lost; the one addition is where the
-    # API keys' Secret is mounted.
-    values = load_values(CHART, files)
-    expected = values["app"]
-    if values["apiKeys"]["existingSecret"]:
-        expected = {**expected, "auth": {"api_keys_dir": values["apiKeys"]["mountPath"]}}
-    assert application["args"] == expected
+    # The args are `.Values.app` (values.yaml plus the overlays), nothing lost; the additions are the model
+    # overrides and where the API keys' Secret is mounted.
+    assert application["args"] == app_args(load_values(CHART, files))
     assert app_config.models
 
 

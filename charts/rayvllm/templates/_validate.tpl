@@ -56,10 +56,15 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 {{- if not $engine.max_model_len }}
 - {{ $where }}: engine.max_model_len is not set; set it explicitly (vLLM's auto-fitted length lets over-long prompts crash the engine, and the capacity check needs it).
 {{- end }}
-{{- with $model.autoscaling }}
-{{- if and (hasKey . "min_replicas") (hasKey . "max_replicas") (gt (int .min_replicas) (int .max_replicas)) }}
-- {{ $where }}: autoscaling.min_replicas {{ .min_replicas }} is greater than autoscaling.max_replicas {{ .max_replicas }}.
+{{- /* An unset bound is AppConfig's default, 1, as the app will see it. */}}
+{{- $autoscaling := $model.autoscaling | default dict }}
+{{- $minReplicas := ternary $autoscaling.min_replicas 1 (hasKey $autoscaling "min_replicas") }}
+{{- $maxReplicas := ternary $autoscaling.max_replicas 1 (hasKey $autoscaling "max_replicas") }}
+{{- if gt (int $minReplicas) (int $maxReplicas) }}
+- {{ $where }}: autoscaling.min_replicas {{ $minReplicas }} is greater than autoscaling.max_replicas {{ $maxReplicas }}{{ if not (and (hasKey $autoscaling "min_replicas") (hasKey $autoscaling "max_replicas")) }} (an unset bound is the app's default, 1){{ end }}.
 {{- end }}
+{{- if and (dig "openai" "enable_auto_tool_choice" false $model) (not (dig "openai" "tool_call_parser" "" $model)) }}
+- {{ $where }}: openai.enable_auto_tool_choice is true, but openai.tool_call_parser is not set; name the parser of the model's family (for example `hermes` or `llama3_json`), or turn tool choice off.
 {{- end }}
 {{- $gpusPerReplica := int (default 1 $engine.tensor_parallel_size) }}
 {{- $gpuSetting := printf "engine.tensor_parallel_size %d" $gpusPerReplica }}
@@ -92,6 +97,18 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 {{- end }}
 {{- if and (eq $values.app.engine_path "direct") (ne (len $values.app.models) 1) }}
 - app.engine_path: `direct` serves exactly one model, but app.models has {{ len $values.app.models }}; use engine_path `ray_serve_llm`, or one release per model.
+{{- end }}
+{{- /* What AppConfig accepts on the `direct` path only; apiKeys.existingSecret is checked in rayvllm.validate.apiKeys. */}}
+{{- if ne (toString $values.app.engine_path) "direct" }}
+{{- with dig "auth" "api_keys_dir" "" $values.app }}
+- app.auth.api_keys_dir: {{ . }}, but API keys are enforced on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
+{{- end }}
+{{- if dig "failover" "enabled" false $values.app }}
+- app.failover.enabled: true, but the failover gateway runs on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
+{{- end }}
+{{- with $values.app.limits }}
+- app.limits: set ({{ keys . | sortAlpha | join ", " }}), but input limits work on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
+{{- end }}
 {{- end }}
 {{- if and $values.gcsFaultTolerance.enabled (not $values.gcsFaultTolerance.redisAddress) }}
 - gcsFaultTolerance.redisAddress: not set, but gcsFaultTolerance.enabled is true; give the Redis address (`host:port`).
