@@ -160,18 +160,18 @@ MQA_7B_SIZING = {
 }
 
 
-def l4_advice(sizing: dict, max_model_len: int, tp: int = 1) -> str:
+def gpu_advice(sizing: dict, max_model_len: int, tp: int = 1, gpu: str = "L4") -> str:
     return capacity.advice(
         ModelSizing.model_validate(sizing),
         max_model_len=max_model_len,
-        gpu="L4",
+        gpu=gpu,
         gpu_table=capacity.GPU_MEMORY_MIB,
         tensor_parallel_size=tp,
     )
 
 
 def test_advice_names_a_shorter_context_while_the_weights_fit() -> None:
-    assert l4_advice(LLAMA_8B_SIZING, 131072) == (
+    assert gpu_advice(LLAMA_8B_SIZING, 131072) == (
         "Lower engine.max_model_len to at most 26932, use engine.kv_cache_dtype fp8, quantize the weights, "
         "or shard it with engine.tensor_parallel_size 2 and 2 GPUs per worker (nvidia.com/gpu: 2)."
     )
@@ -179,12 +179,12 @@ def test_advice_names_a_shorter_context_while_the_weights_fit() -> None:
 
 def test_advice_leaves_out_an_fp8_kv_cache_that_is_already_set() -> None:
     fp8 = {**LLAMA_8B_SIZING, "kv_cache_bytes_per_value": 1}
-    assert "kv_cache_dtype" not in l4_advice(fp8, 400_000)
+    assert "kv_cache_dtype" not in gpu_advice(fp8, 400_000)
 
 
 def test_advice_shards_weights_that_alone_do_not_fit_instead_of_a_zero_context() -> None:
     """Issue 17: a 70B model on an L4 was told "Lower engine.max_model_len to at most 0"."""
-    text = l4_advice(LLAMA_70B_AWQ_SIZING, 8192)
+    text = gpu_advice(LLAMA_70B_AWQ_SIZING, 8192)
     assert "at most 0" not in text
     assert text == (
         "Its weights and overhead alone (39752 MiB per GPU) leave no room for the KV cache, so a shorter "
@@ -194,11 +194,11 @@ def test_advice_shards_weights_that_alone_do_not_fit_instead_of_a_zero_context()
 
 
 def test_advice_tries_only_more_gpus_than_the_model_has() -> None:
-    assert "tensor_parallel_size 8 and 8 GPUs" in l4_advice(LLAMA_70B_SIZING, 8192, tp=4)
+    assert "tensor_parallel_size 8 and 8 GPUs" in gpu_advice(LLAMA_70B_SIZING, 8192, tp=4)
 
 
 def test_advice_gives_the_context_that_the_largest_sharding_holds() -> None:
-    assert l4_advice(LLAMA_70B_SIZING, 131072).endswith(
+    assert gpu_advice(LLAMA_70B_SIZING, 131072).endswith(
         "engine.tensor_parallel_size 8 with 8 GPUs per worker (nvidia.com/gpu: 8) fits it with "
         "engine.max_model_len at most 47366; or quantize the weights."
     )
@@ -206,66 +206,101 @@ def test_advice_gives_the_context_that_the_largest_sharding_holds() -> None:
 
 def test_advice_says_when_no_sharding_fits_this_gpu_type() -> None:
     huge = {**LLAMA_70B_SIZING, "parameters": 405e9, "num_layers": 126}
-    assert l4_advice(huge, 8192).endswith(
+    assert gpu_advice(huge, 8192).endswith(
         "no engine.tensor_parallel_size up to 8 fits it on L4; quantize the weights, or use a GPU type with "
         "more memory."
     )
 
 
 def test_advice_names_the_gpu_types_where_the_model_fits_as_set() -> None:
-    assert l4_advice(MQA_7B_SIZING, 3_000_000) == (
+    assert gpu_advice(MQA_7B_SIZING, 3_000_000) == (
         "Lower engine.max_model_len to at most 682388, use engine.kv_cache_dtype fp8 or quantize the "
         "weights: no engine.tensor_parallel_size up to 8 fits it on L4 (it fits on A100-80G, H100, H200 "
         "or L40S as set)."
     )
 
 
-# Both sides of the boundary, on the chart's default L4 worker group.
+QWEN_3B_SIZING = chart_values()["app"]["models"][0]["sizing"]
+# Both sides of the boundary: (sizing, max_model_len, GPUs per replica, GPU type of the worker group).
 CASES = {
-    "8B bf16 at 128k does not fit an L4": (LLAMA_8B_SIZING, 131072, 1),
-    "8B bf16 at 16k fits an L4": (LLAMA_8B_SIZING, 16384, 1),
-    "8B bf16 at 128k fits two L4s": (LLAMA_8B_SIZING, 131072, 2),
+    "8B bf16 at 128k does not fit an L4": (LLAMA_8B_SIZING, 131072, 1, "L4"),
+    "8B bf16 at 16k fits an L4": (LLAMA_8B_SIZING, 16384, 1, "L4"),
+    "8B bf16 at 128k fits two L4s": (LLAMA_8B_SIZING, 131072, 2, "L4"),
     "8B fp8 with an fp8 KV cache at 128k fits an L4": (
         {**LLAMA_8B_SIZING, "weight_bytes_per_param": 1.1309, "kv_cache_bytes_per_value": 1},
         131072,
         1,
+        "L4",
     ),
-    "70B AWQ does not fit an L4": (LLAMA_70B_AWQ_SIZING, 8192, 1),
-    "70B AWQ fits four L4s": (LLAMA_70B_AWQ_SIZING, 8192, 4),
-    "70B bf16 at 128k does not fit even eight L4s": (LLAMA_70B_SIZING, 131072, 1),
-    "405B does not fit eight L4s": ({**LLAMA_70B_SIZING, "parameters": 405e9, "num_layers": 126}, 8192, 1),
-    "7B MQA at 3M tokens fits no number of L4s": (MQA_7B_SIZING, 3_000_000, 1),
+    "70B AWQ does not fit an L4": (LLAMA_70B_AWQ_SIZING, 8192, 1, "L4"),
+    "70B AWQ fits four L4s": (LLAMA_70B_AWQ_SIZING, 8192, 4, "L4"),
+    "70B bf16 at 128k does not fit even eight L4s": (LLAMA_70B_SIZING, 131072, 1, "L4"),
+    "405B does not fit eight L4s": (
+        {**LLAMA_70B_SIZING, "parameters": 405e9, "num_layers": 126},
+        8192,
+        1,
+        "L4",
+    ),
+    "7B MQA at 3M tokens fits no number of L4s": (MQA_7B_SIZING, 3_000_000, 1, "L4"),
+    "8B bf16 at 128k fits an A100-80G": (LLAMA_8B_SIZING, 131072, 1, "A100-80G"),
+    "8B bf16 at 128k fits an A100-40G": (LLAMA_8B_SIZING, 131072, 1, "A100-40G"),
+    "8B bf16 at 64k fits an L40S": (LLAMA_8B_SIZING, 65536, 1, "L40S"),
+    "8B bf16 at 32k does not fit a T4": (LLAMA_8B_SIZING, 32768, 1, "T4"),
+    "3B bf16 at 32k fits a T4": (QWEN_3B_SIZING, 32768, 1, "T4"),
+    "3B bf16 at 32k fits an A10G": (QWEN_3B_SIZING, 32768, 1, "A10G"),
+    "70B bf16 at 32k does not fit two H100s": (LLAMA_70B_SIZING, 32768, 2, "H100"),
+    "70B bf16 at 32k fits four H100s": (LLAMA_70B_SIZING, 32768, 4, "H100"),
+    "70B bf16 at 8k does not fit an H200": (LLAMA_70B_SIZING, 8192, 1, "H200"),
+    "70B bf16 at 8k fits two H200s": (LLAMA_70B_SIZING, 8192, 2, "H200"),
 }
+DOES_NOT_FIT = re.compile(r"does not fit|fits no")  # how a case's name gives its verdict
+# `rayvllm capacity`'s report (capacity.report), in MiB.
+CLI_REPORT = re.compile(
+    r": (fits|DOES NOT FIT) on .*\n  budget +(\d+) MiB\n  weights +(\d+) MiB\n  KV cache +(\d+) MiB.*\n"
+    r"  overhead +(\d+) MiB\n  max_model_len that fits: (\d+); KV room for ([\d.]+) sequences"
+)
 
 
-@pytest.mark.parametrize("sizing, max_model_len, gpus", CASES.values(), ids=CASES.keys())
+def test_the_cases_cover_every_gpu_type_and_both_verdicts() -> None:
+    assert {gpu for *_, gpu in CASES.values()} == set(capacity.GPU_MEMORY_MIB)
+    assert {bool(DOES_NOT_FIT.search(name)) for name in CASES} == {True, False}
+
+
+@pytest.mark.parametrize("sizing, max_model_len, gpus, gpu", CASES.values(), ids=CASES.keys())
 def test_chart_and_cli_agree(
-    tmp_path: Path, run_tool, capsys, sizing: dict, max_model_len: int, gpus: int
+    request, tmp_path: Path, run_tool, capsys, sizing: dict, max_model_len: int, gpus: int, gpu: str
 ) -> None:
-    """The same numbers, and when the model does not fit, the same advice word for word."""
+    """The same verdict and numbers from `helm install`, `rayvllm capacity --values` and capacity.estimate,
+    and when the model does not fit, the same advice word for word."""
     model = {
         "name": "m",
         "engine": {"model": "m", "max_model_len": max_model_len, "tensor_parallel_size": gpus},
-        "accelerator_type": "L4",
+        "accelerator_type": gpu,
         "sizing": sizing,
     }
     values = tmp_path / "values.yaml"
-    group = {**chart_values()["workerGroups"][0]}
+    group = {**chart_values()["workerGroups"][0], "acceleratorType": gpu}
     group["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
     values.write_text(yaml.safe_dump({"app": {"models": [model]}, "workerGroups": [group]}))
 
     expected = capacity.estimate(
         ModelSizing.model_validate(sizing),
         max_model_len=max_model_len,
-        gpu_memory_mib=capacity.GPU_MEMORY_MIB["L4"],
+        gpu_memory_mib=capacity.GPU_MEMORY_MIB[gpu],
         gpu_memory_utilization=capacity.DEFAULT_GPU_MEMORY_UTILIZATION,
         tensor_parallel_size=gpus,
     )
+    assert expected.fits == (not DOES_NOT_FIT.search(request.node.callspec.id)), "the name says otherwise"
     result = run_tool(
         "helm", "install", "llm", CHART, "--dry-run=client", *value_flags([values]), check=False
     )
+    cli_status = rayvllm_main(["capacity", "--chart", str(CHART), "--values", str(values)])
+    cli_out = capsys.readouterr().out
+    cli = CLI_REPORT.search(cli_out)
+    assert cli, cli_out
+    assert (result.returncode == 0, cli.group(1) == "fits") == (expected.fits,) * 2, result.stderr
+    assert cli_status == (0 if expected.fits else 1)
     if expected.fits:
-        assert result.returncode == 0, result.stderr
         notes = re.search(
             r"per GPU: weights (\d+) MiB \+ KV cache (\d+) MiB \+ overhead (\d+) MiB of (\d+) MiB; "
             r"KV room for ([\d.]+) full-length sequences",
@@ -273,21 +308,20 @@ def test_chart_and_cli_agree(
         )
         assert notes, result.stdout
         weights, kv_cache, overhead, budget = (int(x) for x in notes.groups()[:4])
-        assert float(notes.group(5)) == pytest.approx(round(expected.sequences, 1))
+        assert float(notes.group(5)) == pytest.approx(round(expected.sequences, 1)) == float(cli.group(7))
     else:
-        assert result.returncode != 0
         failure = re.search(
-            r"does not fit one L4: it needs (\d+) MiB per GPU \(weights (\d+) \+ KV cache (\d+) for "
+            rf"does not fit one {gpu}: it needs (\d+) MiB per GPU \(weights (\d+) \+ KV cache (\d+) for "
             r"engine.max_model_len \d+ \+ overhead (\d+)\), but .* gives (\d+) MiB. ",
             result.stderr,
         )
         assert failure, result.stderr
         need, weights, kv_cache, overhead, budget = (int(x) for x in failure.groups())
         assert need == round(expected.need / capacity.MIB)
-        advice = l4_advice(sizing, max_model_len, gpus)
+        advice = gpu_advice(sizing, max_model_len, gpus, gpu)
         assert f"MiB. {advice}\n" in result.stderr, result.stderr
-        assert rayvllm_main(["capacity", "--chart", str(CHART), "--values", str(values)]) == 1
-        assert f"\n  {advice}\n" in capsys.readouterr().out
+        assert f"\n  {advice}\n" in cli_out
+    assert int(cli.group(6)) == expected.longest_fitting_len
     mib = capacity.MIB
     assert (weights, kv_cache, overhead, budget) == (
         round(expected.weights / mib),
@@ -295,3 +329,4 @@ def test_chart_and_cli_agree(
         round(expected.overhead / mib),
         round(expected.budget / mib),
     )
+    assert tuple(int(cli.group(i)) for i in (3, 4, 5, 2)) == (weights, kv_cache, overhead, budget)
