@@ -23,6 +23,7 @@ from conftest import (
     wait_until_empty,
 )
 from control_plane import Kube
+from pod_security import build_pss_check, findings
 
 # Every optional monitoring object on, so that they install against the real CRDs too.
 MONITORING = {
@@ -233,6 +234,42 @@ def test_pods_carry_the_env_probes_and_hooks_of_the_rendered_template(release: I
                     assert container[probe] == rendered[probe], (pod["metadata"]["name"], probe)
             # The chart renders no probes, so KubeRay's own health checks must be there.
             assert "readinessProbe" in container and "livenessProbe" in container, pod["metadata"]["name"]
+
+
+@pytest.fixture(scope="session")
+def pss_check() -> Path:
+    return build_pss_check()
+
+
+def test_every_pod_kuberay_creates_meets_the_restricted_profile(release: Installed, pss_check: Path) -> None:
+    """The pods as the real operator created them, judged by the API server's own Pod Security checks
+    (tests/pod_security.py), with the containers KubeRay adds to the chart's templates: the autoscaler sidecar
+    on the head and the `wait-gcs-ready` init container on each worker."""
+    pods = release.objects.pods
+    containers = {
+        (pod["metadata"]["labels"]["ray.io/node-type"], container["name"])
+        for pod in pods
+        for container in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+    }
+    expected = {
+        ("head", "ray-head"),
+        ("head", "autoscaler"),
+        ("worker", "ray-worker"),
+        ("worker", "wait-gcs-ready"),
+    }
+    assert expected <= containers, sorted(containers)
+    assert findings(pss_check, pods) == []
+
+
+def test_kuberay_starts_the_head_with_autoscaler_v2(release: Installed) -> None:
+    """The chart's `autoscaler.version: v2` reaches Ray: KubeRay adds the autoscaler sidecar and sets v2's
+    switch on the head's Ray container (and restartPolicy Never, as it does for v2 only)."""
+    assert release.cluster_spec["autoscalerOptions"]["version"] == "v2"
+    _, _, (head,) = release.groups()[0]
+    assert "autoscaler" in [container["name"] for container in head["spec"]["containers"]]
+    env = {item["name"]: item.get("value") for item in ray_container(head)["env"]}
+    assert env.get("RAY_enable_autoscaler_v2") in ("1", "true"), env
+    assert head["spec"]["restartPolicy"] == "Never"
 
 
 def test_every_object_of_the_chart_is_created(kube: Kube, release: Installed) -> None:
