@@ -89,6 +89,20 @@ def completion_usage(client: httpx.Client, model: str, stream: bool) -> dict[str
     return usage
 
 
+def metered_since(
+    guarded: GuardedStack, key_id: str, before: dict[str, dict[str, float]], expected: dict[str, int]
+) -> dict[str, float]:
+    """The key's token counters since `before`, once they reach `expected` or the export wait is over."""
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while True:
+        metered = {
+            name: guarded.counters(name).get(key_id, 0.0) - before[name].get(key_id, 0.0) for name in expected
+        }
+        if metered == expected or time.monotonic() > deadline:
+            return metered
+        time.sleep(2)
+
+
 def test_per_key_token_counters_match_the_reported_usage(guarded_stack: GuardedStack) -> None:
     before = {name: guarded_stack.counters(name) for name in ("prompt_tokens", "completion_tokens")}
     reported = {"prompt_tokens": 0, "completion_tokens": 0}
@@ -97,17 +111,48 @@ def test_per_key_token_counters_match_the_reported_usage(guarded_stack: GuardedS
             usage = completion_usage(client, guarded_stack.model, stream)
             for name in reported:
                 reported[name] += usage[name]
-    deadline = time.monotonic() + METRICS_WAIT_S
-    while True:
-        metered = {
-            name: guarded_stack.counters(name).get("team-b", 0.0) - before[name].get("team-b", 0.0)
-            for name in reported
-        }
-        if metered == reported or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    assert metered == reported
+    assert metered_since(guarded_stack, "team-b", before, reported) == reported
     assert "sk-test" not in httpx.get(guarded_stack.stack.metrics_urls[0], timeout=30).text
+
+
+def stream_without_usage(client: httpx.Client, path: str, body: dict[str, Any]) -> None:
+    """Stream one response without `stream_options`; check that it ends with [DONE] and reports no usage."""
+    with client.stream("POST", path, json={**body, "stream": True}) as response:
+        assert response.status_code == 200, response.read()
+        lines = [line for line in sse.iter_lines(response.iter_text()) if line.startswith("data: ")]
+    assert lines and lines[-1] == "data: [DONE]", lines[-3:]
+    events: list[dict[str, Any]] = [httpx.Response(200, content=line[6:]).json() for line in lines[:-1]]
+    assert events and all(not event.get("usage") for event in events), "the stream reported usage"
+
+
+def test_a_stream_without_include_usage_is_metered_all_the_same(guarded_stack: GuardedStack) -> None:
+    """vLLM records a stream's usage for the app (request_metadata.final_usage_info) whether or not the client
+    asks for it in the stream; the guard meters that. `ignore_eos` makes the completion exactly max_tokens
+    long, and the same request unstreamed gives the prompt's token count."""
+    completion_tokens = 8
+    requests = [
+        ("/v1/completions", {"prompt": "Count to ten:"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Count to ten."}]}),
+    ]
+    before = {name: guarded_stack.counters(name) for name in ("prompt_tokens", "completion_tokens")}
+    expected = {"prompt_tokens": 0, "completion_tokens": 0}
+    with guarded_stack.client("team-a") as client:
+        for path, request in requests:
+            body = {
+                "model": guarded_stack.model,
+                "max_tokens": completion_tokens,
+                "ignore_eos": True,
+                **request,
+            }
+            unstreamed = client.post(path, json=body)
+            assert unstreamed.status_code == 200, unstreamed.text
+            usage = unstreamed.json()["usage"]
+            assert usage["completion_tokens"] == completion_tokens, usage
+            stream_without_usage(client, path, body)
+            # The unstreamed answer and the stream: the same prompt, the same completion length.
+            expected["prompt_tokens"] += 2 * usage["prompt_tokens"]
+            expected["completion_tokens"] += 2 * completion_tokens
+    assert metered_since(guarded_stack, "team-a", before, expected) == expected
 
 
 def test_keys_added_and_removed_at_run_time_take_effect_without_restart(guarded_stack: GuardedStack) -> None:
