@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import sse
+from path_spellings import METRICS_SPELLINGS, ODD_OPEN_SPELLINGS, OPEN_SPELLINGS, raw_request
 from security_support import KEY_RELOAD_S, GuardedStack
 
 pytestmark = [pytest.mark.security, pytest.mark.integration, pytest.mark.slow]
@@ -50,6 +51,42 @@ def test_metrics_are_not_served_on_the_public_port(guarded_stack: GuardedStack) 
     response = httpx.get(guarded_stack.base_url + "/metrics", headers=guarded_stack.headers(), timeout=30)
     assert response.status_code == 404
     assert "vllm:" not in response.text
+
+
+def test_no_spelling_of_metrics_is_served_and_no_odd_spelling_of_a_probe_skips_the_key(
+    guarded_stack: GuardedStack,
+) -> None:
+    """Sent as written through the real stack (HAProxy, then the failover gateway) to the replica's guard."""
+    base = guarded_stack.base_url
+    for target in METRICS_SPELLINGS:
+        status, _, body = raw_request(base, "GET", target, guarded_stack.headers())
+        assert b"vllm:" not in body and b"python_gc" not in body, (target, status)
+        assert status == 404, (target, status, body[:300])
+    for target in OPEN_SPELLINGS:
+        assert raw_request(base, "GET", target)[0] == 200, target
+    for target in ODD_OPEN_SPELLINGS:
+        status, _, body = raw_request(base, "GET", target)
+        assert status == 401, (target, status, body[:300])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"model": "m", "prompt": "\xff\xfe", "max_tokens": 4}', id="not-utf-8"),
+        pytest.param(b'{"max_tokens": 4, "prompt": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", id="deep"),
+    ],
+)
+def test_a_body_that_cannot_be_parsed_gets_the_openai_error_shape(
+    guarded_stack: GuardedStack, body: bytes
+) -> None:
+    headers = {**guarded_stack.headers(), "content-type": "application/json"}
+    response = httpx.post(
+        guarded_stack.base_url + "/v1/completions", content=body, headers=headers, timeout=60
+    )
+    assert response.status_code == 400, response.text
+    assert set(response.json()) == {"error"}, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert response.json()["error"]["code"] == 400
 
 
 def test_with_a_key_every_route_answers_without_auth_or_server_errors(guarded_stack: GuardedStack) -> None:

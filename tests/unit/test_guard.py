@@ -1,15 +1,26 @@
-"""The ingress guard and the key store, in front of a fake ASGI app standing in for vLLM's."""
+"""The ingress guard and the key store, in front of a fake ASGI app standing in for vLLM's, and in front of a
+FastAPI app routed like vLLM's behind real uvicorn."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from path_spellings import (
+    METRICS_SPELLINGS,
+    NOT_METRICS_SPELLINGS,
+    ODD_OPEN_SPELLINGS,
+    OPEN_SPELLINGS,
+    raw_request,
+)
+from pydantic import BaseModel
 from rayvllm.config import LimitsConfig
 from rayvllm.http.asgi import Message, Receive, Scope, Send
 from rayvllm.http.auth import KeyStore, parse_key_list, write_key_dir
@@ -178,3 +189,265 @@ def test_fake_fastapi_handler_raising_on_malformed_input_gets_400_not_500() -> N
     assert "KeyError" in response.json()["error"]["message"]
     with pytest.raises(RuntimeError):
         call(guard, "POST", "/v1/broken", json={})
+
+
+# --- Routes, not strings: the guard in front of a real FastAPI app shaped like vLLM's, behind real uvicorn.
+
+
+class Completion(BaseModel):
+    model: str
+    prompt: Any = None
+    max_tokens: int | None = None
+
+
+def vllm_shaped_app(root_path: str = "") -> Any:
+    """A FastAPI app with vLLM 0.26's routing where it matters (vllm/entrypoints/serve/instrumentator):
+    the instrumentator's GET /metrics route, then a Prometheus ASGI app mounted at /metrics with the
+    pattern vLLM sets on it (`^/metrics(?P<path>.*)$`), the probes as plain routes, a body-parsing route,
+    and vLLM's handlers for FastAPI's HTTPException and RequestValidationError."""
+    import prometheus_client
+    from fastapi import FastAPI, HTTPException
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Mount
+
+    registry = prometheus_client.CollectorRegistry()
+    prometheus_client.Counter("vllm_request_success", "Requests.", registry=registry).inc()
+    app = FastAPI(root_path=root_path)
+
+    @app.get("/health")
+    async def health() -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(prometheus_client.generate_latest(registry).decode())
+
+    mount = Mount("/metrics", prometheus_client.make_asgi_app(registry=registry))
+    mount.path_regex = re.compile("^/metrics(?P<path>.*)$")
+    app.routes.append(mount)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": []}
+
+    @app.post("/v1/completions")
+    async def completions(request: Completion) -> dict[str, Any]:
+        return {"model": request.model}
+
+    @app.api_route("/ping", methods=["GET", "POST"])
+    async def ping() -> PlainTextResponse:
+        return PlainTextResponse("")
+
+    @app.exception_handler(HTTPException)
+    async def http_exception_handler(request: Any, exc: HTTPException) -> JSONResponse:
+        error = {"message": str(exc.detail), "type": "vllm", "param": None, "code": exc.status_code}
+        return JSONResponse({"error": error}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_exception_handler(request: Any, exc: RequestValidationError) -> JSONResponse:
+        error = {"message": str(exc.errors()), "type": "vllm", "param": None, "code": 400}
+        return JSONResponse({"error": error}, status_code=400)
+
+    return app
+
+
+class Served:
+    """An ASGI app behind a real uvicorn server on a free port, in a thread."""
+
+    def __init__(self, app: Any, http: str = "httptools") -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", http=http)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+
+    def request(
+        self, method: str, target: str, headers: dict[str, str] | None = None, body: bytes | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        return raw_request(f"http://127.0.0.1:{self.port}", method, target, headers, body)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.socket.close()
+
+
+@pytest.fixture(scope="module")
+def vllm_shaped(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    keys = KeyStore(write_key_dir({"team-a": "sk-a"}, tmp_path_factory.mktemp("route-keys") / "keys"))
+    servers = {
+        "open": Served(IngressGuard(vllm_shaped_app(), LimitsConfig())),
+        "keys": Served(IngressGuard(vllm_shaped_app(), LimitsConfig(), keys)),
+        # uvicorn's other HTTP parser, which decodes the target the same way
+        "keys-h11": Served(IngressGuard(vllm_shaped_app(), LimitsConfig(), keys), http="h11"),
+        "root": Served(IngressGuard(vllm_shaped_app(root_path="/api"), LimitsConfig(), keys)),
+        "no-body-read": Served(IngressGuard(vllm_shaped_app(), LimitsConfig(max_request_body_bytes=None))),
+        "cap": Served(IngressGuard(vllm_shaped_app(), LimitsConfig(max_tokens_cap=64))),
+    }
+    yield servers
+    for served in servers.values():
+        served.stop()
+
+
+def assert_openai_error(status: int, body: bytes, code: int) -> dict[str, Any]:
+    assert status == code, (status, body)
+    error = json.loads(body)
+    assert list(error) == ["error"], body
+    assert set(error["error"]) == {"message", "type", "param", "code"}, body
+    assert error["error"]["code"] == code
+    return dict(error["error"])
+
+
+def test_vllm_shaped_app_serves_its_registry_unguarded_on_every_metrics_spelling_the_mount_matches() -> None:
+    """The premise of the table below: without the guard these spellings reach vLLM's Prometheus app."""
+    served = Served(vllm_shaped_app())
+    try:
+        for target in ("/metrics", "/metrics/", "/metrics/.", "/metrics%2F", "/metricsX", "/%6detrics/"):
+            status, _, body = served.request("GET", target)
+            assert status == 200 and b"vllm_request_success" in body, (target, status)
+    finally:
+        served.stop()
+
+
+@pytest.mark.parametrize("target", METRICS_SPELLINGS)
+def test_every_spelling_of_metrics_is_404_with_a_key_without_one_and_without_keys(
+    vllm_shaped: dict[str, Served], target: str
+) -> None:
+    with_key = {"Authorization": "Bearer sk-a"}
+    for name, headers in (("open", {}), ("keys", {}), ("keys", with_key), ("keys-h11", with_key)):
+        status, _, body = vllm_shaped[name].request("GET", target, headers)
+        assert b"vllm_request_success" not in body, (name, target, headers)
+        assert_openai_error(status, body, 404)
+    status, _, body = vllm_shaped["keys"].request("POST", target, {"x-api-key": "sk-a"}, b"{}")
+    assert b"vllm_request_success" not in body
+    assert status == 404, (target, status)
+
+
+@pytest.mark.parametrize("target", NOT_METRICS_SPELLINGS)
+def test_a_path_the_app_does_not_route_to_metrics_needs_a_key_and_serves_no_metrics(
+    vllm_shaped: dict[str, Served], target: str
+) -> None:
+    assert_openai_error(*vllm_shaped["keys"].request("GET", target)[::2], 401)
+    status, _, body = vllm_shaped["keys"].request("GET", target, {"x-api-key": "sk-a"})
+    assert b"vllm_request_success" not in body
+    assert_openai_error(status, body, 404)
+
+
+@pytest.mark.parametrize("target", METRICS_SPELLINGS)
+def test_every_spelling_of_metrics_under_a_root_path_is_404(
+    vllm_shaped: dict[str, Served], target: str
+) -> None:
+    """vLLM's `--root-path` makes FastAPI route /api/metrics as /metrics; the guard strips it the same way."""
+    status, _, body = vllm_shaped["root"].request("GET", "/api" + target, {"x-api-key": "sk-a"})
+    assert b"vllm_request_success" not in body, target
+    assert status == 404, (target, status)
+
+
+@pytest.mark.parametrize("target", OPEN_SPELLINGS)
+def test_the_probes_need_no_key(vllm_shaped: dict[str, Served], target: str) -> None:
+    assert vllm_shaped["keys"].request("GET", target)[0] == 200
+    assert vllm_shaped["root"].request("GET", "/api" + target)[0] == 200
+
+
+@pytest.mark.parametrize("target", ODD_OPEN_SPELLINGS)
+def test_an_odd_spelling_of_a_probe_is_not_a_probe_and_needs_a_key(
+    vllm_shaped: dict[str, Served], target: str
+) -> None:
+    for name, prefix in (("keys", ""), ("root", "/api")):
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}):
+            status, response_headers, body = vllm_shaped[name].request("GET", prefix + target, headers)
+            assert_openai_error(status, body, 401)
+            assert response_headers.get("www-authenticate") == "Bearer"
+        status, _, body = vllm_shaped[name].request("GET", prefix + target, {"x-api-key": "sk-a"})
+        assert status != 401, (name, target, body)
+
+
+@pytest.mark.parametrize("server", ["open", "no-body-read", "cap"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"model": "m", "prompt": "\xff\xfe"}', id="not-utf-8"),
+        pytest.param(
+            b'{"model": "m", "max_tokens": 4, "prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", id="deep"
+        ),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deep-array"),
+    ],
+)
+def test_a_body_fastapi_cannot_parse_gets_the_openai_error_shape(
+    vllm_shaped: dict[str, Served], server: str, body: bytes
+) -> None:
+    """FastAPI answers these with Starlette's HTTPException, `{"detail": ...}`, which vLLM's handler (for
+    FastAPI's subclass) does not catch; the guard reshapes it, whether or not it read the body itself."""
+    status, headers, response = vllm_shaped[server].request(
+        "POST", "/v1/completions", {"content-type": "application/json"}, body
+    )
+    error = assert_openai_error(status, response, 400)
+    assert error["message"] == "There was an error parsing the body"
+    assert int(headers["content-length"]) == len(response)
+
+
+def test_fastapis_own_404_and_405_get_the_openai_error_shape_and_vllms_own_errors_pass_as_they_are(
+    vllm_shaped: dict[str, Served],
+) -> None:
+    served = vllm_shaped["open"]
+    assert_openai_error(*served.request("GET", "/v1/nothing-here")[::2], 404)
+    status, headers, body = served.request("GET", "/v1/completions")
+    assert_openai_error(status, body, 405)
+    assert headers["allow"] == "POST"
+    assert_openai_error(*served.request("POST", "/health")[::2], 405)  # a probe's answers are reshaped too
+    status, _, body = served.request("POST", "/v1/completions", {"content-type": "application/json"}, b"{}")
+    assert assert_openai_error(status, body, 400)["type"] == "vllm"  # vLLM's handler's answer, as it was
+
+
+def test_a_stream_passes_message_by_message_and_an_error_reshaped_keeps_its_headers() -> None:
+    chunks = [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"]
+
+    async def streaming(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def detail(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b'{"detail":"Method Not Allowed"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"31"), (b"allow", b"POST")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": body[:10], "more_body": True})
+        await send({"type": "http.response.body", "body": body[10:]})
+
+    async def run(app: Any) -> list[Message]:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/v1/x", "headers": [], "query_string": b""}
+        await IngressGuard(app, LimitsConfig())(scope, receive, send)
+        return sent
+
+    streamed = asyncio.run(run(streaming))
+    assert [m.get("body") for m in streamed[1:]] == [*chunks, b""]
+    start, body = asyncio.run(run(detail))
+    error = json.loads(body["body"])["error"]
+    assert error == {
+        "message": "Method Not Allowed",
+        "type": "Method Not Allowed",
+        "param": None,
+        "code": 405,
+    }
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+    assert dict(start["headers"])[b"allow"] == b"POST"

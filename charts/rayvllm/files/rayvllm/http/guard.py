@@ -3,26 +3,43 @@
 A pure ASGI middleware (Starlette's BaseHTTPMiddleware would buffer streamed responses), so it costs
 microseconds per request and streams pass through untouched. It runs inside each Serve replica, in front
 of vLLM's own FastAPI app. It answers with vLLM's error shape, `{"error": {"message", "type", "param",
-"code"}}`, in this one place.
+"code"}}`, in this one place, and gives that shape to the `{"detail": ...}` errors FastAPI itself answers
+(see `Status`).
+
+Which requests skip the key and which are hidden is decided on the path that vLLM's router matches, not
+on the string the client sent (see `is_open` and `is_hidden`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import posixpath
+from http import HTTPStatus
 from typing import Any
 
 from rayvllm.config import LimitsConfig
-from rayvllm.http.asgi import ASGIApp, Message, Receive, RequestRejected, Scope, Send, read_body, reject
+from rayvllm.http.asgi import (
+    ASGIApp,
+    Message,
+    Receive,
+    RequestRejected,
+    Scope,
+    Send,
+    error_body,
+    read_body,
+    reject,
+)
 from rayvllm.http.auth import KeyStore
 from rayvllm.http.metering import ANONYMOUS, UsageRecorder
 
 logger = logging.getLogger("rayvllm")
 
-# Liveness and readiness probes need no key.
+# Liveness and readiness probes need no key. In vLLM these are plain routes (`^/health$`, `^/ping$`).
 OPEN_PATHS = frozenset({"/health", "/ping"})
-# Metrics leave through Ray's metrics agent (port 8080), never through the public Serve port.
-HIDDEN_PATHS = frozenset({"/metrics"})
+# Metrics leave through Ray's metrics agent (port 8080), never through the public Serve port. vLLM mounts
+# its Prometheus app with the pattern `^/metrics(?P<path>.*)$`: every path that begins so is metrics.
+HIDDEN_PREFIX = "/metrics"
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 # Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
 # without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
@@ -54,18 +71,28 @@ class IngressGuard:
         if scope["type"] not in ("http", "websocket"):  # lifespan
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if path in OPEN_PATHS:
-            await self.app(scope, receive, send)
+        path = route_path(scope, getattr(self.app, "root_path", ""))
+        if is_open(path):
+            await self._serve_open(scope, receive, send)
             return
         try:
-            if path in HIDDEN_PATHS:
+            if is_hidden(path):
                 raise RequestRejected(404, "Not Found", "NotFoundError")
             key_id = self._authenticate(scope)
         except RequestRejected as rejected:
             await reject(scope, send, rejected)
             return
         await self._serve(scope, receive, send, key_id)
+
+    async def _serve_open(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A probe: no key, no limit (a busy replica must still answer its kubelet), no metering."""
+        status = Status(send)
+        try:
+            await self.app(scope, receive, status.send)
+        except Exception:
+            await status.flush()
+            raise
+        await status.flush()
 
     def _authenticate(self, scope: Scope) -> str:
         if self.keys is None:
@@ -154,6 +181,13 @@ class Status:
 
     A 500 is held back until the app returns: Starlette answers an unhandled exception with a 500 and then
     re-raises it, and the guard turns the ones that mean malformed input into a 400.
+
+    A 4xx JSON answer is held until its body is whole, and one that is FastAPI's own `{"detail": ...}` is
+    sent in vLLM's error shape instead. FastAPI raises Starlette's HTTPException for a body it cannot
+    parse (not UTF-8, nested too deep: 400 "There was an error parsing the body"), an unknown route (404)
+    and a wrong method (405); vLLM's handler is registered for FastAPI's subclass only, so these reach
+    FastAPI's default handler. vLLM's own errors already have the shape and go out as they came. Nothing
+    else is held: a 2xx response, a stream included, costs one comparison per message.
     """
 
     def __init__(self, send: Send) -> None:
@@ -163,22 +197,112 @@ class Status:
 
     @property
     def holds_500(self) -> bool:
-        return bool(self._held)
+        return self.code == 500 and bool(self._held)
 
     async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
+        kind = message["type"]
+        if kind == "http.response.start":
             self.code = int(message["status"])
-        elif message["type"] == "websocket.accept":
+            if self.code == 500 or (400 <= self.code < 500 and _is_json(message)):
+                self._held.append(message)
+                return
+        elif kind == "websocket.accept":
             self.code = 101
-        if self.code == 500 and message["type"].startswith("http.response."):
+        if self._held and kind.startswith("http.response."):
             self._held.append(message)
+            if self.code != 500 and kind == "http.response.body" and not message.get("more_body", False):
+                await self._send_reshaped()
             return
         await self._send(message)
+
+    async def _send_reshaped(self) -> None:
+        start, *bodies = self._held
+        self._held = []
+        body = b"".join(part.get("body", b"") for part in bodies)
+        reshaped = _openai_error(self.code, body)
+        if reshaped is None:
+            await self._send(start)
+            await self._send({"type": "http.response.body", "body": body})
+            return
+        headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(reshaped)).encode()))
+        await self._send({**start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": reshaped})
 
     async def flush(self) -> None:
         for message in self._held:
             await self._send(message)
         self._held.clear()
+
+
+def _is_json(start: Message) -> bool:
+    return any(
+        k.lower() == b"content-type" and v.startswith(b"application/json")
+        for k, v in start.get("headers", ())
+    )
+
+
+def _openai_error(status: int, body: bytes) -> bytes | None:
+    """vLLM's error body for FastAPI's `{"detail": ...}` (typed as vLLM's HTTPException handler does), or
+    None when `body` is anything else."""
+    if not body.startswith(b'{"detail":'):  # Starlette's JSONResponse, compact; vLLM's start `{"error":`
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or parsed.keys() != {"detail"}:
+        return None
+    detail = parsed["detail"]
+    message = detail if isinstance(detail, str) else json.dumps(detail)
+    try:
+        error_type = HTTPStatus(status).phrase
+    except ValueError:
+        error_type = "BadRequestError"
+    return error_body(status, message, error_type)
+
+
+def route_path(scope: Scope, app_root_path: str = "") -> str:
+    """The path the app's router matches, computed as Starlette does (`starlette._utils.get_route_path`).
+
+    `scope["path"]` is already percent-decoded (uvicorn decodes it once, both in Serve's proxy and in a
+    replica's own HTTP server; `raw_path` keeps the bytes sent) and Starlette routes on it, less the root
+    path: the scope's, or FastAPI's `root_path` (vLLM's `--root-path`), which FastAPI writes into the scope
+    after the guard has seen it. Starlette resolves no dot segments and merges no slashes.
+    """
+    path: str = scope["path"]
+    root = app_root_path or scope.get("root_path", "")
+    if root and path.startswith(root):
+        if path == root:
+            return ""
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
+
+
+def is_open(path: str) -> bool:
+    """Whether `path` (a `route_path`) reaches a probe. vLLM's probes are plain routes, which Starlette
+    matches only when the route path is exactly theirs; any other spelling (`/health/`, `/health/.`,
+    `/health/../v1/models`, `//health`) is not routed to the probe, so it gets no exemption from the key."""
+    return path in OPEN_PATHS
+
+
+def is_hidden(path: str) -> bool:
+    """Whether `path` (a `route_path`) is metrics, answered 404 with or without a key.
+
+    Two tests, both a prefix: what vLLM's mount matches (`^/metrics(?P<path>.*)$`: `/metrics/`,
+    `/metrics/.`, `/metrics/..`, `/metricsX`), and what a normalising router would make of the path (dot
+    segments resolved, slashes merged, case folded: `/v1/../metrics`, `//metrics`, `/METRICS`). Starlette
+    routes none of the second kind to metrics today; the test keeps it so should a later Starlette, or a
+    middleware between the guard and vLLM's routes, normalise. Hiding more than is routed costs nothing:
+    no other vLLM route begins with /metrics.
+    """
+    if path.startswith(HIDDEN_PREFIX):
+        return True
+    folded = path.lower()
+    if "//" in folded or "/." in folded:
+        folded = "/" + posixpath.normpath(folded).lstrip("/")
+    return folded.startswith(HIDDEN_PREFIX)
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -198,7 +322,7 @@ def _check_max_tokens(body: bytes, cap: int) -> None:
         return  # the common case costs a substring search, not a JSON parse
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep: FastAPI answers it
         return
     if not isinstance(request, dict):
         return
