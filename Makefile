@@ -13,8 +13,19 @@ export RAYVLLM_CACHE ?= $(HOME)/.cache/rayvllm
 
 .PHONY: help setup setup-python setup-tools setup-cluster setup-pods serve test test-cluster test-pods lint format docs bench
 
-help: ## list the targets
+help: ## list the targets, and where things live
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@printf '\nLayout (README.md, Layout):\n'
+	@printf '  %-26s %s\n' \
+	  app/src/rayvllm/serve/ "what runs in the RayService: build_app, the replica around vLLM, the gateway" \
+	  app/src/rayvllm/http/ "the ASGI layer in front of vLLM: guard, API keys, metering (no Ray)" \
+	  app/src/rayvllm/local/ "the laptop runner (make serve) and its offline models" \
+	  app/src/rayvllm/bench/ "rayvllm bench: load generation, compared servers, reports" \
+	  charts/rayvllm/ "the Helm chart (files/ holds synced copies)" \
+	  values/ "environment overlays and profiles/" \
+	  tests/ "pytest suites, from unit to real pods" \
+	  bench/ "GPU benchmark scripts (gpu-interleaved.sh)" \
+	  .ci/ "the CI entry point: .ci/run runs make test on a clean clone"
 
 setup: setup-python setup-tools ## install the pinned Python stack (.venv) and the Go-built tools (bin/)
 
@@ -55,7 +66,7 @@ format: setup-python ## apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff check --config app/pyproject.toml --fix app/src tests
 	@$(VENV)/bin/ruff format --config app/pyproject.toml app/src tests
 
-docs: setup ## regenerate the chart README (helm-docs) and the app part of values.schema.json
+docs: setup ## regenerate the chart README (helm-docs), the app part of values.schema.json and the chart's copies
 	@tools/chart-docs.sh
 	@tools/sync-chart-files.sh
 

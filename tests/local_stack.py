@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import yaml
+from rayvllm.local.offline_models import TINY_LLAMA_CPU_ENGINE_ARGS, TINY_LLAMA_CPU_ENV
 from rayvllm.procs import free_port, stop_family
 from repo_tools import REPO
 
@@ -105,15 +106,9 @@ def tiny_config(model_dir: Path, **model_overrides: object) -> dict:
     """The app config of the tiny random Llama on CPU."""
     model: dict = {
         "name": "tiny-llama",
-        "engine": {
-            "model": str(model_dir),
-            "max_model_len": 512,
-            "max_num_seqs": 32,
-            "dtype": "bfloat16",
-            "enforce_eager": True,
-        },
+        "engine": {"model": str(model_dir), **TINY_LLAMA_CPU_ENGINE_ARGS},
         "num_gpus": 0,
-        "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+        "env": dict(TINY_LLAMA_CPU_ENV),
     }
     model.update(model_overrides)
     return {"engine_path": "direct", "models": [model]}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rayvllm.models import cache_dir
+from rayvllm.local.offline_models import cache_dir
 
 PSS_SOURCE = Path(__file__).resolve().parent / "chart" / "pss"
 

