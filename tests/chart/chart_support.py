@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 from rayvllm.capacity import merge_values
-from repo_tools import BIN, CHART, REPO, tool_env, tool_path  # noqa: F401 (the chart tests' imports)
+from repo_tools import CHART, REPO  # noqa: F401 (CHART: the chart tests take both from here)
 
 RELEASE, NAMESPACE = "llm", "inference"
 OVERLAYS = sorted((REPO / "values").glob("*.yaml"))

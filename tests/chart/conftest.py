@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_support import CHART, NAMESPACE, RELEASE, REPO, tool_env, tool_path, value_flags
+from chart_support import CHART, NAMESPACE, RELEASE, REPO, value_flags
+from repo_tools import tool_env, tool_path
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

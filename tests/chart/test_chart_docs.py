@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_support import CHART, OVERLAYS, REPO, TEST_VALUES, tool_env
+from chart_support import CHART, OVERLAYS, REPO, TEST_VALUES
+from repo_tools import tool_env
 
 
 def test_generated_readme_and_schema_are_current() -> None:

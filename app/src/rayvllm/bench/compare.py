@@ -42,12 +42,12 @@ from rayvllm.bench.servers import (
     SERVER_NAMES,
     VLLM_FLAGS,
     Server,
-    ServerError,
     ServerPlan,
     ServerVariant,
     plan,
     stop_leftover,
 )
+from rayvllm.procs import NotServing
 
 BASELINE = "vllm"
 LOG_TAIL_LINES = 120
@@ -276,7 +276,7 @@ def bench_server(
                 record["engine_steps"] = engine_steps_during(
                     spec, steps_before, summary["duration_s"], max_num_seqs
                 )
-    except (ServerError, DeadlineExceeded) as exc:
+    except (NotServing, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
     finally:

@@ -179,7 +179,8 @@ def run(
     """Start the servers, run `args.rounds` interleaved rounds of the scenario's loads, stop the servers."""
     from rayvllm.bench import compare
     from rayvllm.bench.loadgen import DeadlineExceeded, Target, make_prompts, prompts_needed, run_loads
-    from rayvllm.bench.servers import Server, ServerError, ServerVariant, plan
+    from rayvllm.bench.servers import Server, ServerVariant, plan
+    from rayvllm.procs import NotServing
 
     try:
         shares = dict(parse_share(text) for text in args.share or [])
@@ -252,7 +253,7 @@ def run(
                     if deadline is not None:
                         timeout = min(timeout, deadline - time.monotonic())
                     ready = server.wait_ready(scenario.model_name, timeout)
-                except ServerError as exc:
+                except NotServing as exc:
                     records[name]["error"] = str(exc)
                     print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
                     server.stop()

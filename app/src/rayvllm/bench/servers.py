@@ -166,10 +166,6 @@ class ServerVariant:
         return engine_args
 
 
-# A server exited, or did not become ready in time.
-ServerError = NotServing
-
-
 @dataclass
 class ServerPlan:
     """How to start one server of the comparison."""
@@ -387,7 +383,7 @@ class Server:
         except NotServing as exc:
             if process.poll() is not None:
                 raise
-            raise ServerError(f"{self.spec.name} not ready: {exc}") from exc
+            raise NotServing(f"{self.spec.name} not ready: {exc}") from exc
 
     def stop(self, grace_s: float = 30) -> None:
         """SIGINT to our PID (graceful for vLLM and Ray drivers), then SIGTERM and SIGKILL to what is left."""
