@@ -153,6 +153,23 @@ def test_engine_args_become_the_same_flags_and_config_for_every_server(
         plan("tgi", config_path=tmp_path / "t.yaml", **common)
 
 
+def test_ray_serve_llm_baseline_sets_only_what_a_user_must() -> None:
+    from rayvllm.bench.rayllm_app import baseline_config_fields, parse_args
+
+    argv = ["--model-id", "m", "--model-source", "/models/m", "--engine-kwargs", '{"max_model_len": 4096}']
+    assert baseline_config_fields(parse_args(argv)) == {
+        "model_loading_config": {"model_id": "m", "model_source": "/models/m"},
+        "engine_kwargs": {"max_model_len": 4096},
+        "deployment_config": {
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+            "max_ongoing_requests": 1024,
+        },
+    }
+    on_cpu = baseline_config_fields(parse_args([*argv, "--cpu-only", "--env", "A=1=2"]))
+    assert on_cpu["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    assert on_cpu["runtime_env"] == {"env_vars": {"A": "1=2"}}
+
+
 def run_summary(concurrency: int, tok_s: float, ttft_ms: float, tpot_ms: float) -> dict:
     ms = {"mean": 1.0, "p50": 1.0, "p95": 1.0, "p99": 1.0}
     return {

@@ -81,3 +81,6 @@ def test_ray_serve_llm_path_on_cpu_asks_for_cpu_bundles() -> None:
 
     config = llm_config(ModelConfig.model_validate({**MODEL, "num_gpus": 0, "accelerator_type": None}))
     assert config["placement_group_config"] == {"bundles": [{"CPU": 1}]}
+    assert config["runtime_env"] == {"env_vars": {"HF_HOME": "/cache/hf"}}
+    assert config["log_engine_metrics"] is True
+    assert "runtime_env" not in llm_config(ModelConfig.model_validate({**MODEL, "env": {}}))

