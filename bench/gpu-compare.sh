@@ -11,6 +11,8 @@
 #                                           or a rayvllm variant such as rayvllm+throughput+haproxy
 #                                           (`python -m rayvllm.bench compare --help` lists the flags)
 #   PY_SPY_S=15 bash bench/gpu-compare.sh ...   also profiles each server's processes with py-spy
+#   LOADS="1000@256 1000@256" ...               other loads than the preset's (--load each); with PY_SPY_S,
+#                                               the first is profiled and a repeat of it is not
 #
 # All four take about 15 minutes on an H100 with cold caches: more than one 10-minute device call. So
 # results accumulate in $BENCH_STATE (default /tmp/rayvllm-bench), each call rewrites the whole bundle, and
@@ -54,4 +56,5 @@ args=(--preset gpu --servers "$(IFS=,; echo "${servers[*]}")" "$hf" --out "$out"
   --time-budget-s "${BENCH_TIME_BUDGET_S:-540}")
 [[ -z ${FRESH:-} ]] || args+=(--fresh)
 [[ -z ${PY_SPY_S:-} ]] || args+=(--py-spy-s "$PY_SPY_S")
+for load in ${LOADS-}; do args+=(--load "$load"); done
 exec "$python" -m rayvllm.bench compare "${args[@]}"

@@ -453,6 +453,26 @@ def test_engine_steps_from_two_scrapes_of_the_tokens_per_step_histogram() -> Non
     assert "error" in engine_steps(before, before, duration_s=2.0, max_num_seqs=256)
 
 
+def test_engine_steps_rows_give_one_row_per_load_and_fall_back_to_the_first_loads() -> None:
+    from rayvllm.bench import compare
+
+    steps = {"steps": 100, "steps_per_s": 50.0, "mean_step_ms": 20.0, "tokens_per_step": 614.4,
+             "share_of_steps_with_prefill": 0.2}  # fmt: skip
+    runs = [
+        {"num_prompts": 1000, "concurrency": 256, "engine_steps": steps},
+        {"num_prompts": 20, "concurrency": 1, "engine_steps": {"error": "scraping failed"}},
+    ]
+    row = "| vllm | 1000@256 | 100 | 50.0 | 20.00 | 614.4 | 0.200 |"
+    assert compare.engine_steps_rows("vllm", {"runs": runs}) == [row]
+    # a bundle from before the steps were kept per load: the record's, under the first load
+    older = {"runs": [{"num_prompts": 1000, "concurrency": 256}], "engine_steps": steps}
+    assert compare.engine_steps_rows("vllm", older) == [row]
+    assert compare.engine_steps_rows("vllm", {"runs": []}) == []
+    before = {"count": 1, "sum": 1}
+    assert compare.engine_steps_between("no metrics", before, 1.0, 256) == {"error": "no metrics"}
+    assert compare.engine_steps_between(before, "failed", 1.0, 256) == {"error": "failed"}
+
+
 def rounds_record(order: int, *rounds: tuple[float, float, float], shares: str | None = None) -> dict:
     """A server of interleaved mode: per round (tok/s at 10@256, TPOT p50 there, TTFT p50 at 10@1)."""
     return {

@@ -266,16 +266,21 @@ def bench_server(
         if py_spy_s:
             record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
         cpu_sampler = ThreadCpuSampler(server, CLIENT_START_S if scenario.client_processes > 1 else 0)
+        max_num_seqs = int(scenario.engine_args.get("max_num_seqs", 256))
         for summary in run(loads, prompts[scenario.warmup :]):
             # Other work on the machine skews a comparison: keep how busy it was right after the load.
             summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
-            record["runs"].append(summary)
             if "thread_cpu" not in record:  # the first load is the one the samplers watched
                 record["thread_cpu"] = cpu_sampler.result()
-                max_num_seqs = int(scenario.engine_args.get("max_num_seqs", 256))
-                record["engine_steps"] = engine_steps_during(
-                    spec, steps_before, summary["duration_s"], max_num_seqs
-                )
+            # Every load's engine steps, each from the scrape after the one before (a profiled first load
+            # and an unprofiled repeat of it then compare like with like).
+            steps_after = scrape_engine_steps(spec)
+            summary["engine_steps"] = engine_steps_between(
+                steps_before, steps_after, summary["duration_s"], max_num_seqs
+            )
+            steps_before = steps_after
+            record["runs"].append(summary)
+            record.setdefault("engine_steps", summary["engine_steps"])  # the first load's, as before
     except (NotServing, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)
@@ -306,14 +311,14 @@ def scrape_engine_steps(spec: ServerPlan) -> dict[str, float] | str:
         return f"scraping {spec.metrics_url} failed: {exc!r}"
 
 
-def engine_steps_during(
-    spec: ServerPlan, before: dict[str, float] | str, duration_s: float, max_num_seqs: int
+def engine_steps_between(
+    before: dict[str, float] | str, after: dict[str, float] | str, duration_s: float, max_num_seqs: int
 ) -> dict[str, Any]:
+    """The engine steps between two scrape_engine_steps results, or the error of the one that failed."""
     from rayvllm.bench.profiling import engine_steps
 
     if isinstance(before, str):
         return {"error": before}
-    after = scrape_engine_steps(spec)
     if isinstance(after, str):
         return {"error": after}
     return engine_steps(before, after, duration_s, max_num_seqs)
@@ -619,11 +624,11 @@ def markdown(bundle: dict[str, Any]) -> str:
         ]
         lines += [row for row in cpu_rows if row]
         lines.append("")
-    step_rows = [engine_steps_row(name, record) for name, record in bundle["servers"].items()]
-    if any(step_rows):
-        lines += ["## Engine steps during the first load (vLLM's iteration_tokens_total)", ""]
-        lines += ["| server | steps | steps/s | mean step ms | tokens per step | steps with prefill |"]
-        lines += ["|---|---|---|---|---|---|", *(row for row in step_rows if row), ""]
+    step_rows = [row for name, record in bundle["servers"].items() for row in engine_steps_rows(name, record)]
+    if step_rows:
+        lines += ["## Engine steps during each load (vLLM's iteration_tokens_total)", ""]
+        lines += ["| server | load | steps | steps/s | mean step ms | tokens per step | steps with prefill |"]
+        lines += ["|---|---|---|---|---|---|---|", *step_rows, ""]
     if bundle.get("scaling"):
         lines += ["## Two replicas vs one (same endpoint)", ""]
         lines += ["| server | load | output tok/s | one replica | load | output tok/s | ratio |"]
@@ -700,12 +705,18 @@ def thread_cpu_row(name: str, record: dict[str, Any]) -> str:
     )
 
 
-def engine_steps_row(name: str, record: dict[str, Any]) -> str:
-    steps = record.get("engine_steps") or {}
-    if "steps" not in steps:
-        return ""
-    return (
-        f"| {name} | {steps['steps']} | {report.fmt(steps['steps_per_s'], 1)} | "
+def engine_steps_rows(name: str, record: dict[str, Any]) -> list[str]:
+    """One markdown row per load with engine steps; a bundle from before they were kept per load gives its
+    first load's."""
+    runs = record.get("runs") or []
+    loads = [f"{run.get('num_prompts')}@{run.get('concurrency')}" for run in runs]
+    per_run = [(load, run.get("engine_steps") or {}) for load, run in zip(loads, runs, strict=True)]
+    if not any("steps" in steps for _, steps in per_run):
+        per_run = [(loads[0] if loads else "first", record.get("engine_steps") or {})]
+    return [
+        f"| {name} | {load} | {steps['steps']} | {report.fmt(steps['steps_per_s'], 1)} | "
         f"{report.fmt(steps['mean_step_ms'], 2)} | {report.fmt(steps['tokens_per_step'], 1)} | "
         f"{report.fmt(steps['share_of_steps_with_prefill'], 3)} |"
-    )
+        for load, steps in per_run
+        if "steps" in steps
+    ]
