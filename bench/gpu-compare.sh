@@ -11,6 +11,7 @@
 #                                           or a rayvllm variant such as rayvllm+throughput+haproxy
 #                                           (`python -m rayvllm.bench compare --help` lists the flags)
 #   PY_SPY_S=15 bash bench/gpu-compare.sh ...   also profiles each server's processes with py-spy
+#   PY_SPY_IDLE=1 PY_SPY_S=15 ...               samples waiting threads too (py-spy --idle)
 #   LOADS="1000@256 1000@256" ...               other loads than the preset's (--load each); with PY_SPY_S,
 #                                               the first is profiled and a repeat of it is not
 #
@@ -56,5 +57,6 @@ args=(--preset gpu --servers "$(IFS=,; echo "${servers[*]}")" "$hf" --out "$out"
   --time-budget-s "${BENCH_TIME_BUDGET_S:-540}")
 [[ -z ${FRESH:-} ]] || args+=(--fresh)
 [[ -z ${PY_SPY_S:-} ]] || args+=(--py-spy-s "$PY_SPY_S")
+[[ -z ${PY_SPY_IDLE:-} ]] || args+=(--py-spy-idle)
 for load in ${LOADS-}; do args+=(--load "$load"); done
 exec "$python" -m rayvllm.bench compare "${args[@]}"

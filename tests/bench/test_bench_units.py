@@ -368,6 +368,49 @@ def test_profile_summary_ranks_threads_and_functions() -> None:
     assert "60.0%  step (a.py:9)" in text and "90.0%  main (a.py:1)" in text
 
 
+def test_engine_core_main_thread_states_from_an_idle_profile() -> None:
+    loop = "thread (7): MainThread;run_engine_core (core.py:1);EngineCoreProc.run_busy_loop (core.py:2)"
+    step = f"{loop};EngineCoreProc._process_engine_step (core.py:4)"
+    collapsed = "\n".join(
+        [
+            f"{loop};EngineCoreProc._process_input_queue (core.py:3);Queue.get (queue.py:1);"
+            "Condition.wait (threading.py:355) 20",
+            f"{step};EngineCore.step_with_batch_queue (core.py:5);AsyncOutputFuture.result (a.py:1);"
+            "AsyncOutput.get_output (a.py:2);Event.synchronize (streams.py:254) 50",
+            f"{step};Scheduler.schedule (scheduler.py:564) 10",
+            f"{step};Worker.execute_model (w.py:1);GPUModelRunner.prepare_inputs (r.py:1) 15",
+            f"{step} 5",
+            "thread (8): Thread-3 (process_output_sockets);Poller.poll (poll.py:106) 100",
+        ]
+    )
+    from rayvllm.bench.profiling import engine_states
+
+    assert engine_states(collapsed) == {
+        "no requests: blocked on its input queue": 20,
+        "waiting for the GPU's output of a step": 50,
+        "scheduler (schedule, update_from_output)": 10,
+        "model runner (inputs, launches, sampling)": 15,
+        "other": 5,
+    }
+    text = summarize_profile(collapsed, seconds=1, idle=True)
+    assert "(every thread, waiting ones too (--idle))" in text
+    assert "engine core main thread, 100 samples" in text and "20.0%  no requests" in text
+    # without --idle the waits are missing, and the summary says so; an API server has no such section
+    assert "are not sampled" in summarize_profile(collapsed, seconds=1)
+    assert "engine core" not in summarize_profile("thread (1): MainThread;main (a.py:1) 5", seconds=1)
+
+
+def test_a_repeated_load_keeps_its_own_label_and_row() -> None:
+    from rayvllm.bench import compare
+
+    assert compare.load_labels(["1000@256", "1000@256", "20@1", "1000@256"]) == [
+        "1000@256", "1000@256 #2", "20@1", "1000@256 #3"
+    ]  # fmt: skip
+    runs = [{"num_prompts": 1000, "concurrency": 256, "n": n} for n in (1, 2)]
+    by_load = compare._by_load(runs)
+    assert {label: run["n"] for label, run in by_load.items()} == {"1000@256": 1, "1000@256 #2": 2}
+
+
 def test_free_ports_avoid_the_kernels_and_rays_ranges_and_never_repeat() -> None:
     from rayvllm.procs import FREE_PORT_RANGE, free_port, free_port_range
 

@@ -14,6 +14,7 @@ example two device calls of under ten minutes each; after every step the whole b
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import json
@@ -90,6 +91,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="record py-spy profiles of the serving processes (API server or proxy and replicas, engine "
         "core) during the first load of each server, bare vLLM included (py-spy must be on PATH)",
+    )
+    parser.add_argument(
+        "--py-spy-idle",
+        action="store_true",
+        help="with --py-spy-s: sample waiting threads too (py-spy --idle), so the summaries say where each "
+        "thread waits, such as an engine core with no requests or waiting for the GPU",
     )
     parser.add_argument(
         "--rounds",
@@ -183,7 +190,15 @@ def _compare(args: argparse.Namespace) -> int:
             failures += 1
             continue
         record = bench_server(
-            name, scenario, str(model_dir), prompts, args.port, work, deadline, py_spy_s=args.py_spy_s
+            name,
+            scenario,
+            str(model_dir),
+            prompts,
+            args.port,
+            work,
+            deadline,
+            py_spy_s=args.py_spy_s,
+            py_spy_idle=args.py_spy_idle,
         )
         failures += bool(record["error"]) + sum(run["failed"] for run in record["runs"])
         report.write_json(results_dir / f"{name}.json", {**key, **record})
@@ -223,6 +238,7 @@ def bench_server(
     work: Path,
     deadline: float | None = None,
     py_spy_s: float = 0,
+    py_spy_idle: bool = False,
 ) -> dict[str, Any]:
     variant = ServerVariant.parse(name)
     spec = plan(
@@ -264,7 +280,7 @@ def bench_server(
         list(run([], prompts[: scenario.warmup], warmup=scenario.warmup))
         steps_before = scrape_engine_steps(spec)
         if py_spy_s:
-            record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s)
+            record["profiles"] = profile_later(server, work / "profiles" / name, py_spy_s, idle=py_spy_idle)
         cpu_sampler = ThreadCpuSampler(server, CLIENT_START_S if scenario.client_processes > 1 else 0)
         max_num_seqs = int(scenario.engine_args.get("max_num_seqs", 256))
         for summary in run(loads, prompts[scenario.warmup :]):
@@ -357,7 +373,9 @@ class ThreadCpuSampler:
         return self._result
 
 
-def profile_later(server: Server, directory: Path, seconds: float, delay_s: float = 15) -> list[str]:
+def profile_later(
+    server: Server, directory: Path, seconds: float, delay_s: float = 15, idle: bool = False
+) -> list[str]:
     """Start py-spy on the server's Ray Serve proxy and replica processes after `delay_s` (past the
     warm-up, into the first load), in a background thread; returns the files it will write."""
     import threading
@@ -368,7 +386,7 @@ def profile_later(server: Server, directory: Path, seconds: float, delay_s: floa
     directory.mkdir(parents=True, exist_ok=True)
     pid = server.process.pid
     thread = threading.Thread(
-        target=record_serve_processes, args=(pid, directory, seconds, delay_s), daemon=True
+        target=record_serve_processes, args=(pid, directory, seconds, delay_s, idle), daemon=True
     )
     thread.start()
     return [str(directory)]
@@ -426,8 +444,20 @@ def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any]
     return servers, hf
 
 
+def load_labels(loads: list[str]) -> list[str]:
+    """Each load's label; a load given more than once is numbered from its second run on (1000@256,
+    1000@256 #2), so that a repeat keeps its own row instead of replacing the first."""
+    seen: collections.Counter[str] = collections.Counter()
+    labels = []
+    for load in loads:
+        seen[load] += 1
+        labels.append(load if seen[load] == 1 else f"{load} #{seen[load]}")
+    return labels
+
+
 def _by_load(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {f"{r['num_prompts']}@{r['concurrency']}": r for r in runs}
+    labels = load_labels([f"{r['num_prompts']}@{r['concurrency']}" for r in runs])
+    return dict(zip(labels, runs, strict=True))
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -571,7 +601,7 @@ def markdown(bundle: dict[str, Any]) -> str:
         from rayvllm.bench import interleave
 
         lines += interleave.markdown(bundle)
-    for load in [] if interleaved else scenario["loads"]:
+    for load in [] if interleaved else load_labels(scenario["loads"]):
         lines += [
             f"## {load} (prompts@concurrency)",
             "",
@@ -709,7 +739,7 @@ def engine_steps_rows(name: str, record: dict[str, Any]) -> list[str]:
     """One markdown row per load with engine steps; a bundle from before they were kept per load gives its
     first load's."""
     runs = record.get("runs") or []
-    loads = [f"{run.get('num_prompts')}@{run.get('concurrency')}" for run in runs]
+    loads = load_labels([f"{run.get('num_prompts')}@{run.get('concurrency')}" for run in runs])
     per_run = [(load, run.get("engine_steps") or {}) for load, run in zip(loads, runs, strict=True)]
     if not any("steps" in steps for _, steps in per_run):
         per_run = [(loads[0] if loads else "first", record.get("engine_steps") or {})]

@@ -53,10 +53,13 @@ def _label(title: str, *, is_root: bool) -> str | None:
     return None
 
 
-def record_serve_processes(root_pid: int, directory: Path, seconds: float, delay_s: float = 0) -> None:
+def record_serve_processes(
+    root_pid: int, directory: Path, seconds: float, delay_s: float = 0, idle: bool = False
+) -> None:
     """Sample every profiled process for `seconds` after `delay_s`; write `<label>.txt` (collapsed stacks),
-    `<label>.summary.txt` and `processes.txt` into `directory`. Errors are written, not raised: a profile
-    must never fail the benchmark it watches."""
+    `<label>.summary.txt` and `processes.txt` into `directory`. With `idle`, waiting threads are sampled
+    too (py-spy --idle), so the summaries say where a thread waits, not only where it runs. Errors are
+    written, not raised: a profile must never fail the benchmark it watches."""
     time.sleep(delay_s)
     directory.mkdir(parents=True, exist_ok=True)
     try:
@@ -69,6 +72,7 @@ def record_serve_processes(root_pid: int, directory: Path, seconds: float, delay
     for label, pid in targets.items():
         command = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds))]
         command += ["--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--nonblocking", "--threads"]
+        command += ["--idle"] if idle else []
         command += ["--output", str(directory / f"{label}.txt")]
         log = (directory / f"{label}.py-spy.log").open("w")
         running[label] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -79,10 +83,48 @@ def record_serve_processes(root_pid: int, directory: Path, seconds: float, delay
             process.kill()
         collapsed = directory / f"{label}.txt"
         if collapsed.is_file():
-            (directory / f"{label}.summary.txt").write_text(summarize(collapsed.read_text(), seconds))
+            (directory / f"{label}.summary.txt").write_text(summarize(collapsed.read_text(), seconds, idle))
 
 
-def summarize(collapsed: str, seconds: float) -> str:
+# What vLLM's engine-core main thread is doing, by the first pattern a sample's stack matches: a frame's
+# name (`in`) or the innermost frame's (`leaf`). Its waits show only in samples taken with --idle.
+ENGINE_MAIN_THREAD = "EngineCoreProc.run_busy_loop"
+ENGINE_STATES = (
+    (
+        "no requests: blocked on its input queue",
+        "in",
+        "EngineCoreProc._process_input_queue",
+        "Condition.wait",
+    ),
+    ("waiting for the GPU's output of a step", "in", "AsyncOutput.get_output", ""),
+    ("waiting for the GPU (other syncs)", "leaf", "synchronize", ""),
+    ("scheduler (schedule, update_from_output)", "in", "Scheduler.", ""),
+    ("model runner (inputs, launches, sampling)", "in", "execute_model", ""),
+    ("model runner (inputs, launches, sampling)", "in", "sample_tokens", ""),
+)
+
+
+def engine_states(collapsed: str) -> dict[str, int]:
+    """Samples of the engine core's main thread per ENGINE_STATES entry (and `other`); empty when the
+    profile has no engine busy loop."""
+    states: collections.Counter[str] = collections.Counter()
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if ENGINE_MAIN_THREAD not in stack or not count_text.isdigit():
+            continue
+        frames = stack.split(";")[1:]
+        leaf = frames[-1] if frames else ""
+        state = "other"
+        for name, where, pattern, leaf_pattern in ENGINE_STATES:
+            found = pattern in leaf if where == "leaf" else any(pattern in frame for frame in frames)
+            if found and leaf_pattern in leaf:
+                state = name
+                break
+        states[state] += int(count_text)
+    return dict(states)
+
+
+def summarize(collapsed: str, seconds: float, idle: bool = False) -> str:
     """Busiest threads, then the top functions by self and by inclusive samples, of one collapsed profile."""
     threads: collections.Counter[str] = collections.Counter()
     self_samples: collections.Counter[str] = collections.Counter()
@@ -101,9 +143,22 @@ def summarize(collapsed: str, seconds: float) -> str:
         for frame in set(frames):
             inclusive[frame] += count
     possible = SAMPLE_RATE_HZ * seconds
-    lines = [f"{total} samples in {seconds:.0f} s at {SAMPLE_RATE_HZ} Hz (active threads only)", ""]
-    lines += ["busy threads (share of the window each was running Python):"]
+    which = "every thread, waiting ones too (--idle)" if idle else "active threads only"
+    lines = [f"{total} samples in {seconds:.0f} s at {SAMPLE_RATE_HZ} Hz ({which})", ""]
+    if idle:
+        lines += ["threads (share of the window each was sampled, waiting included):"]
+    else:
+        lines += ["busy threads (share of the window each was running Python):"]
     lines += [f"  {count / possible:6.1%}  {thread}" for thread, count in threads.most_common(8)]
+    states = engine_states(collapsed)
+    if states:
+        main = sum(states.values())
+        lines += ["", f"engine core main thread, {main} samples (share of them):"]
+        lines += [
+            f"  {count / main:6.1%}  {state}" for state, count in sorted(states.items(), key=lambda x: -x[1])
+        ]
+        if not idle:
+            lines += ["  (active samples only: its waits, for requests or the GPU, are not sampled)"]
     for title, counter in (("self", self_samples), ("inclusive", inclusive)):
         lines += ["", f"top functions, {title} samples (share of all samples):"]
         top = counter.most_common(TOP_FUNCTIONS)
