@@ -84,3 +84,12 @@ def test_ray_serve_llm_path_on_cpu_asks_for_cpu_bundles() -> None:
     assert config["runtime_env"] == {"env_vars": {"HF_HOME": "/cache/hf"}}
     assert config["log_engine_metrics"] is True
     assert "runtime_env" not in llm_config(ModelConfig.model_validate({**MODEL, "env": {}}))
+
+
+def test_engine_stats_off_means_no_stat_logger() -> None:
+    from rayvllm.serve.replica import stat_loggers
+
+    ray_logger = object()
+    assert stat_loggers(False, ray_logger) == [ray_logger]
+    # vLLM re-enables stats for any logger it is given, so `disable_log_stats` would not hold.
+    assert stat_loggers(True, ray_logger) is None

@@ -50,8 +50,7 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
     engine = AsyncLLM.from_vllm_config(
         vllm_config,
         usage_context=UsageContext.OPENAI_API_SERVER,
-        # Engine metrics go out through Ray's metrics agent as ray_vllm_*, on every Ray pod's port 8080.
-        stat_loggers=[RayPrometheusStatLogger],
+        stat_loggers=stat_loggers(engine_args.disable_log_stats, RayPrometheusStatLogger),
         enable_log_requests=engine_args.enable_log_requests,
         disable_log_stats=engine_args.disable_log_stats,
     )
@@ -64,6 +63,14 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
         engine.shutdown()
         raise
     return engine, app
+
+
+def stat_loggers(disable_log_stats: bool, ray_logger: Any) -> list[Any] | None:
+    """Engine metrics go out through Ray's metrics agent as ray_vllm_*, on every Ray pod's port 8080.
+
+    None when stats are off: vLLM turns stats back on for any stat logger it is given.
+    """
+    return None if disable_log_stats else [ray_logger]
 
 
 def _check_tool_parser(args: argparse.Namespace, tokenizer: Any) -> None:
