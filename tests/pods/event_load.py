@@ -4,7 +4,7 @@ answer, and a timeline of the load, the pods and Serve's replicas.
 A test writes each event's timeline to out/pods-events/<event>.json; run this module to plot them into the
 docs:
 
-    .venv/bin/python tests/pods/event_load.py out/pods-events --out docs/pods-events
+    PYTHONPATH=tests .venv/bin/python tests/pods/event_load.py out/pods-events --out docs/pods-events
 """
 
 from __future__ import annotations
