@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -93,6 +94,27 @@ def test_token_id_prompts_have_the_exact_length_and_are_reproducible() -> None:
     assert all(len(p) == 512 and all(100 <= t < 200 for t in p) for p in prompts)
     assert prompts == make_prompts(5, 512, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1)
     assert len({tuple(p) for p in prompts}) == 5  # no shared prefixes for the prefix cache to reuse
+
+
+def test_shared_prefix_prompts_take_one_of_n_prefixes_in_turn() -> None:
+    from rayvllm.bench.endpoint import _prefix_spec
+
+    prompts = make_prompts(
+        6, 10, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1, shared_prefix=(2, 50)
+    )
+    assert all(len(p) == 60 for p in prompts)
+    assert {tuple(p[:50]) for p in prompts[0::2]} == {tuple(prompts[0][:50])}
+    assert {tuple(p[:50]) for p in prompts[1::2]} == {tuple(prompts[1][:50])}
+    assert prompts[0][:50] != prompts[1][:50]
+    assert len({tuple(p[50:]) for p in prompts}) == 6  # every question its own
+    texts = make_prompts(
+        4, 5, as_text=True, tokenizer=None, token_id_range=None, seed=1, shared_prefix=(2, 20)
+    )
+    assert texts[0].split()[:20] == texts[2].split()[:20] and len(texts[0].split()) == 25
+    assert _prefix_spec("16:2000") == (16, 2000)
+    for bad in ("16", "0:10", "2:0", "a:b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _prefix_spec(bad)
 
 
 def test_request_body_asks_for_usage_and_sends_vllm_extensions_only_when_set() -> None:

@@ -31,6 +31,16 @@ def _id_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def _prefix_spec(text: str) -> tuple[int, int]:
+    try:
+        count, length = (int(x) for x in text.split(":"))
+    except ValueError:
+        count = length = 0
+    if count < 1 or length < 1:
+        raise argparse.ArgumentTypeError(f"N:LEN with N >= 1 prefixes of LEN >= 1 tokens, got {text!r}")
+    return count, length
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--base-url", default="http://127.0.0.1:8000", help="server root (default %(default)s)"
@@ -58,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--prompt-format",
         choices=["token_ids", "text"],
         help="token_ids (exact length; completions only) or text (default: token_ids, text for chat)",
+    )
+    parser.add_argument(
+        "--shared-prefix",
+        type=_prefix_spec,
+        metavar="N:LEN",
+        help="N random prefixes of LEN tokens, one before each prompt in turn (--input-len tokens follow)",
     )
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default %(default)s)")
     parser.add_argument(
@@ -100,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         token_id_range=args.token_id_range,
         seed=args.seed,
+        shared_prefix=args.shared_prefix,
     )
     target = Target(
         base_url=args.base_url,
@@ -129,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt_format": prompt_format,
         "tokenizer": tokenizer,
         "input_len": args.input_len,
+        "shared_prefix": list(args.shared_prefix) if args.shared_prefix else None,
         "output_len": args.output_len,
         "ignore_eos": args.ignore_eos,
         "warmup": args.warmup,

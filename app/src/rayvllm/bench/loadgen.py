@@ -118,8 +118,14 @@ def make_prompts(
     tokenizer: str | None,
     token_id_range: tuple[int, int] | None,
     seed: int,
+    shared_prefix: tuple[int, int] | None = None,
 ) -> list[list[int]] | list[str]:
-    """`count` random prompts of `input_len` tokens (see the module docstring)."""
+    """`count` random prompts of `input_len` tokens (see the module docstring).
+
+    `shared_prefix` (N, LEN) puts one of N random prefixes of LEN tokens before each prompt, in turn: the
+    workload of prefix caching and prefix-aware routing (N system prompts, each with its own questions).
+    Text prefixes are decoded from LEN random ids and not re-encoded, so their length is about LEN.
+    """
     rng = random.Random(seed)
     tok = None
     if tokenizer and (as_text or token_id_range is None):
@@ -137,6 +143,17 @@ def make_prompts(
     def sample(n: int) -> list[int]:
         return [rng.choice(pool) for _ in range(n)]
 
+    if shared_prefix is not None:
+        prefix_count, prefix_len = shared_prefix
+        prefix_rng = random.Random(f"prefix-{seed}")  # apart from the suffixes' own draws
+        prefixes = [[prefix_rng.choice(pool) for _ in range(prefix_len)] for _ in range(prefix_count)]
+        if not as_text:
+            return [prefixes[i % prefix_count] + sample(input_len) for i in range(count)]
+        questions = make_prompts(
+            count, input_len, as_text=True, tokenizer=tokenizer, token_id_range=token_id_range, seed=seed
+        )
+        texts = [_as_text(ids, tok) for ids in prefixes]
+        return [f"{texts[i % prefix_count]} {question}" for i, question in enumerate(questions)]
     if not as_text:
         return [sample(input_len) for _ in range(count)]
     if tok is None:
@@ -153,6 +170,12 @@ def make_prompts(
             ids = encoded[:input_len] if missing < 0 else encoded + sample(missing)
         texts.append(text)
     return texts
+
+
+def _as_text(ids: list[int], tok: Any) -> str:
+    if tok is None:
+        return " ".join(_WORDS[i % len(_WORDS)] for i in ids)
+    return str(tok.decode(ids, skip_special_tokens=True))
 
 
 # --- the client ----------------------------------------------------------------------------------------
