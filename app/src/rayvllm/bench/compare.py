@@ -296,7 +296,6 @@ def bench_server(
             )
             steps_before = steps_after
             record["runs"].append(summary)
-            record.setdefault("engine_steps", summary["engine_steps"])  # the first load's, as before
     except (NotServing, DeadlineExceeded) as exc:
         record["error"] = str(exc)
         print(f"compare: {name} failed: {exc}", file=sys.stderr, flush=True)

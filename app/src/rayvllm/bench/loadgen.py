@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rayvllm.bench.metrics import RequestResult, summarize
 
@@ -140,20 +140,24 @@ def make_prompts(
     else:
         pool = range(*DEFAULT_TOKEN_ID_RANGE)
 
+    prompts = _random_prompts(count, input_len, as_text, tok, pool, rng)
+    if shared_prefix is None:
+        return prompts
+    prefix_count, prefix_len = shared_prefix
+    prefix_rng = random.Random(f"prefix-{seed}")  # apart from the prompts' own draws
+    prefixes = [[prefix_rng.choice(pool) for _ in range(prefix_len)] for _ in range(prefix_count)]
+    if not as_text:
+        return [prefixes[i % prefix_count] + ids for i, ids in enumerate(cast(list[list[int]], prompts))]
+    texts = [_as_text(ids, tok) for ids in prefixes]
+    return [f"{texts[i % prefix_count]} {question}" for i, question in enumerate(prompts)]
+
+
+def _random_prompts(
+    count: int, input_len: int, as_text: bool, tok: Any, pool: range | list[int], rng: random.Random
+) -> list[list[int]] | list[str]:
     def sample(n: int) -> list[int]:
         return [rng.choice(pool) for _ in range(n)]
 
-    if shared_prefix is not None:
-        prefix_count, prefix_len = shared_prefix
-        prefix_rng = random.Random(f"prefix-{seed}")  # apart from the suffixes' own draws
-        prefixes = [[prefix_rng.choice(pool) for _ in range(prefix_len)] for _ in range(prefix_count)]
-        if not as_text:
-            return [prefixes[i % prefix_count] + sample(input_len) for i in range(count)]
-        questions = make_prompts(
-            count, input_len, as_text=True, tokenizer=tokenizer, token_id_range=token_id_range, seed=seed
-        )
-        texts = [_as_text(ids, tok) for ids in prefixes]
-        return [f"{texts[i % prefix_count]} {question}" for i, question in enumerate(questions)]
     if not as_text:
         return [sample(input_len) for _ in range(count)]
     if tok is None:
