@@ -80,3 +80,31 @@ def test_a_responses_input_item_without_a_role_is_400_not_500(guarded_stack: Gua
     )
     assert response.status_code == 400, response.text
     assert "role" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("length_penalty", [-1e6, 1e6], ids=["score-divides-by-zero", "score-overflows"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_beam_search_length_penalty_out_of_float_range_is_400_not_500(
+    guarded_stack: GuardedStack, path: str, length_penalty: float
+) -> None:
+    """Found by the fuzzer: vLLM 0.26 scores beams as `logprob / len ** length_penalty`, unchecked, and
+    answered 500 when the power underflows to 0.0 (ZeroDivisionError). When it overflows, vLLM's own 400
+    already names the OverflowError's message; both are pinned."""
+    prompt = (
+        {"messages": [{"role": "user", "content": "Hi"}]}
+        if path == "/v1/chat/completions"
+        else {"prompt": "Hi"}
+    )
+    body = {"model": guarded_stack.model, **prompt, "max_tokens": 2, "use_beam_search": True}
+    response = httpx.post(
+        guarded_stack.base_url + path,
+        json={**body, "length_penalty": length_penalty},
+        headers=guarded_stack.headers(),
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"]
+    response = httpx.post(
+        guarded_stack.base_url + path, json=body, headers=guarded_stack.headers(), timeout=60
+    )
+    assert response.status_code == 200, response.text

@@ -179,6 +179,11 @@ def test_fake_fastapi_handler_raising_on_malformed_input_gets_400_not_500() -> N
     async def responses(item: dict[str, Any]) -> dict[str, Any]:
         return {"role": item["role"]}  # vLLM 0.26 indexes `role` unchecked the same way
 
+    @app.post("/v1/beam")
+    async def beam(request: dict[str, Any]) -> dict[str, Any]:
+        # vLLM 0.26's beam search score, cumulative_logprob / (seq_len**length_penalty), unchecked
+        return {"score": -1.0 / (2 ** request["length_penalty"])}
+
     @app.post("/v1/broken")
     async def broken() -> None:
         raise RuntimeError("a real server fault")
@@ -187,6 +192,10 @@ def test_fake_fastapi_handler_raising_on_malformed_input_gets_400_not_500() -> N
     response = call(guard, "POST", "/v1/responses", json={"content": "x"})
     assert response.status_code == 400
     assert "KeyError" in response.json()["error"]["message"]
+    for penalty, error in ((-1e6, "ZeroDivisionError"), (1e6, "OverflowError")):
+        response = call(guard, "POST", "/v1/beam", json={"length_penalty": penalty})
+        assert response.status_code == 400
+        assert error in response.json()["error"]["message"]
     with pytest.raises(RuntimeError):
         call(guard, "POST", "/v1/broken", json={})
 

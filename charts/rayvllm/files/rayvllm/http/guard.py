@@ -41,9 +41,11 @@ OPEN_PATHS = frozenset({"/health", "/ping"})
 # its Prometheus app with the pattern `^/metrics(?P<path>.*)$`: every path that begins so is metrics.
 HIDDEN_PREFIX = "/metrics"
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
-# Raised by vLLM's handlers that index loosely-typed request parts (for example a /v1/responses input item
-# without a `role`: KeyError). They mean malformed input, not a server fault; vLLM maps only ValueError.
-MALFORMED_INPUT_ERRORS = (KeyError, TypeError, AttributeError, IndexError)
+# Raised by vLLM's handlers on input they never range-check or type-check: a /v1/responses input item
+# without a `role` (KeyError), a beam search whose `length_penalty` sends the score's divisor
+# `len ** penalty` to 0.0 (ZeroDivisionError). They mean malformed input, not a server fault; vLLM 0.26
+# answers 400 itself only for ValueError, TypeError and OverflowError.
+MALFORMED_INPUT_ERRORS = (KeyError, TypeError, AttributeError, IndexError, ArithmeticError)
 
 
 class IngressGuard:
