@@ -30,6 +30,7 @@ from pod_support import (
     PodCluster,
     Release,
     diagnostics,
+    head_ip,
     is_ready,
     serve_replicas,
     worker_pods,
@@ -121,7 +122,13 @@ def _recording(
     release: Release, event: str, clients: int = CLIENTS, think_s: float = THINK_S, **settings: Any
 ) -> Iterator[Watch]:
     """The load and the recorder for one event; the timeline is saved and summarised whatever happens."""
-    load = EventLoad(release.serve_url, release.api_key, MODEL, clients, think_s).start() if clients else None
+    url = release.serve_url
+    if os.environ.get("RAYVLLM_EVENT_LOAD_VIA") == "head":
+        # A diagnosis, not the default: the load enters through the head pod's proxy only, as it would
+        # through an ingress kept off the spot nodes, instead of through the Serve Service's every pod.
+        url = f"http://{head_ip(release.cluster)}:8000"
+        settings["load_via"] = url
+    load = EventLoad(url, release.api_key, MODEL, clients, think_s).start() if clients else None
     timeline = EventTimeline(event, _settings(release, clients=clients, think_s=think_s, **settings))
     recorder = Recorder(timeline, load, lambda: _observe(release.cluster)).start()
     try:
