@@ -19,6 +19,7 @@ RENDER_CASES: dict[str, list[Path]] = {
     **{f"values/{path.name}": [path] for path in OVERLAYS},
     "all-features": [TEST_VALUES / "all-features.yaml"],
     "api-keys": [TEST_VALUES / "api-keys.yaml"],
+    "lora": [TEST_VALUES / "lora.yaml"],
 }
 
 

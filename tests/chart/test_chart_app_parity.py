@@ -46,6 +46,7 @@ def on_ray_serve_llm(**app: Any) -> dict[str, Any]:
 
 
 QWEN_B = {**QWEN, "name": "qwen-b"}
+LORA = {"adapters": [{"name": "qwen-sql", "source": "org/qwen-sql-lora"}]}
 DIRECT_ONLY = "auth, limits and failover work on engine_path 'direct' only"
 BOUNDS = "autoscaling.min_replicas must not exceed autoscaling.max_replicas"
 
@@ -155,6 +156,36 @@ CASES = {
         chart="at '/app/models/0/engine': additional properties 'max_model_length' not allowed",
         app="models.0.engine.max_model_length\n  Extra inputs are not permitted",
     ),
+    "an adapter named as its model": Case(
+        models({**QWEN, "lora": {"adapters": [{"name": NAME, "source": "org/lora"}]}}),
+        chart=f"app.models[0] ({NAME}): lora.adapters[0] ({NAME}): the name is used twice",
+        app="models[].name must be unique",
+    ),
+    "an adapter named as another model": Case(
+        models(
+            {**QWEN, "lora": {"adapters": [{"name": "qwen-b", "source": "org/lora"}]}},
+            QWEN_B,
+            engine_path="ray_serve_llm",
+        ),
+        chart="app.models[1] (qwen-b): the name is used twice",
+        app="models[].name must be unique",
+    ),
+    "a CPU adapter cache smaller than the batch": Case(
+        models({**QWEN, "lora": {**LORA, "max_loras": 4, "max_cpu_loras": 2}}),
+        chart=f"app.models[0] ({NAME}): lora.max_cpu_loras 2 is less than lora.max_loras 4",
+        app="lora.max_cpu_loras must be at least lora.max_loras",
+    ),
+    "an adapter rank vLLM does not serve": Case(
+        models({**QWEN, "lora": {**LORA, "max_lora_rank": 24}}),
+        chart="at '/app/models/0/lora/max_lora_rank'",
+        app="models.0.lora.max_lora_rank",
+    ),
+    "LoRA on ray_serve_llm": Case(
+        models({**QWEN, "lora": LORA}, engine_path="ray_serve_llm"),
+        chart=f"app.models[0] ({NAME}): lora is set, but LoRA adapters are served on app.engine_path",
+        app="lora works on engine_path 'direct' only",
+    ),
+    "an adapter": Case(models({**QWEN, "lora": LORA})),
     "a model name that clients cannot send": Case(
         models({**QWEN, "name": "-qwen"}),
         chart="at '/app/models/0/name'",
@@ -204,6 +235,8 @@ def test_every_app_rule_that_the_chart_repeats_has_a_failing_case() -> None:
         BOUNDS,
         DIRECT_ONLY,
         "openai.enable_auto_tool_choice needs openai.tool_call_parser",
+        "lora.max_cpu_loras must be at least lora.max_loras",
+        "lora works on engine_path 'direct' only",
     } <= messages
 
 

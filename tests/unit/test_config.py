@@ -43,6 +43,12 @@ def test_every_field_is_described() -> None:
         ({"autoscaling": {"min_replicas": 3, "max_replicas": 2}}, "min_replicas must not exceed"),
         ({"openai": {"enable_auto_tool_choice": True}}, "needs openai.tool_call_parser"),
         ({"name": "bad name"}, "should match pattern"),
+        ({"lora": {"adapters": []}}, "at least 1 item"),
+        ({"lora": {"adapters": [{"name": "a", "source": "/a"}], "max_lora_rank": 24}}, "max_lora_rank"),
+        (
+            {"lora": {"adapters": [{"name": "a", "source": "/a"}], "max_loras": 4, "max_cpu_loras": 2}},
+            "max_cpu_loras must be at least lora.max_loras",
+        ),
     ],
 )
 def test_bad_model_config_is_rejected_with_a_clear_message(change: dict, message: str) -> None:
@@ -61,6 +67,17 @@ def test_direct_path_serves_one_model_per_application() -> None:
 def test_model_names_are_unique() -> None:
     with pytest.raises(ValidationError, match="unique"):
         AppConfig.model_validate({"engine_path": "ray_serve_llm", "models": MINIMAL["models"] * 2})
+
+
+def test_adapter_names_differ_from_every_model_name_and_need_the_direct_path() -> None:
+    adapters = {"adapters": [{"name": "m", "source": "org/m-sql-lora"}]}
+    with pytest.raises(ValidationError, match=r"differ from every lora\.adapters\[\]\.name"):
+        AppConfig.model_validate({"models": [{**MINIMAL["models"][0], "lora": adapters}]})
+    adapters = {"adapters": [{"name": "m-sql", "source": "org/m-sql-lora"}]}
+    lora = {"models": [{**MINIMAL["models"][0], "lora": adapters}]}
+    assert AppConfig.model_validate(lora).models[0].served_names == ["m", "m-sql"]
+    with pytest.raises(ValidationError, match="lora works on engine_path 'direct' only"):
+        AppConfig.model_validate({**lora, "engine_path": "ray_serve_llm"})
 
 
 def test_cpu_replica_asks_for_no_gpu() -> None:

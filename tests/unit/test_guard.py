@@ -53,9 +53,13 @@ class FakeVLLMApp:
 class Meter:
     def __init__(self) -> None:
         self.records: list[tuple[str, int, int, int]] = []
+        self.adapters: list[str | None] = []
 
-    def record(self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int) -> None:
+    def record(
+        self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int, adapter: str | None = None
+    ) -> None:
         self.records.append((key_id, status, prompt_tokens, completion_tokens))
+        self.adapters.append(adapter)
 
 
 def call(guard: IngressGuard, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -83,6 +87,22 @@ def test_fake_app_needs_a_valid_key_except_on_health(keys_dir: Path) -> None:
     assert call(guard, "GET", "/v1/models", headers={"Authorization": "Bearer sk-b"}).status_code == 200
     assert call(guard, "GET", "/v1/models", headers={"x-api-key": "sk-a"}).status_code == 200
     assert meter.records == [("team-b", 200, 3, 5), ("team-a", 200, 3, 5)]
+
+
+def test_fake_app_requests_to_a_lora_adapter_are_metered_under_its_name(keys_dir: Path) -> None:
+    meter = Meter()
+    guard = IngressGuard(
+        FakeVLLMApp(), LimitsConfig(), KeyStore(keys_dir), meter, adapters=frozenset({"tiny-sql"})
+    )
+    headers = {"Authorization": "Bearer sk-a"}
+    for model in ("tiny-sql", "tiny", "not-tiny-sql"):
+        body = {"model": model, "prompt": "Hi"}
+        assert call(guard, "POST", "/v1/completions", json=body, headers=headers).status_code == 200
+    # the body goes on whole; a body that is not JSON is vLLM's to answer
+    response = call(guard, "POST", "/v1/completions", content=b"tiny-sql{", headers=headers)
+    assert response.json()["body_bytes"] == len(b"tiny-sql{")
+    assert call(guard, "GET", "/v1/models", headers=headers).status_code == 200
+    assert meter.adapters == ["tiny-sql", None, None, None, None]
 
 
 def test_fake_app_metrics_route_is_hidden_even_with_a_key(keys_dir: Path) -> None:

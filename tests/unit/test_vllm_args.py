@@ -49,3 +49,22 @@ def test_extra_args_pass_through_and_unknown_ones_name_the_option() -> None:
 def test_tensor_parallel_replica_uses_multiprocessing_executor() -> None:
     assert "--distributed-executor-backend" in serve_argv(model(tensor_parallel_size=2))
     assert "--distributed-executor-backend" not in serve_argv(model())
+
+
+def test_lora_adapters_reach_vllm_namespace_with_their_parent_and_vllm_limits() -> None:
+    adapters = [{"name": "m-sql", "source": "org/m-sql-lora"}, {"name": "m-chat", "source": "/cache/chat"}]
+    config = ModelConfig.model_validate(
+        {
+            "name": "org/m-1",
+            "engine": {"model": "/models/m", "max_model_len": 2048},
+            "lora": {"adapters": adapters, "max_loras": 2, "max_lora_rank": 64},
+        }
+    )
+    args = serve_namespace(config)
+    assert args.enable_lora is True
+    assert [(m.name, m.path, m.base_model_name) for m in args.lora_modules] == [
+        ("m-sql", "org/m-sql-lora", "org/m-1"),
+        ("m-chat", "/cache/chat", "org/m-1"),
+    ]
+    assert (args.max_loras, args.max_lora_rank, args.max_cpu_loras) == (2, 64, None)
+    assert not serve_namespace(model()).enable_lora

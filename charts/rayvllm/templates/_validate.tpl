@@ -53,6 +53,20 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 - {{ $where }}: the name is used twice; model names must be unique.
 {{- end }}
 {{- $modelNames = append $modelNames $model.name }}
+{{- with $model.lora }}
+{{- range $k, $adapter := .adapters | default list }}
+{{- if has $adapter.name $modelNames }}
+- {{ $where }}: lora.adapters[{{ $k }}] ({{ $adapter.name }}): the name is used twice; model and adapter names must be unique.
+{{- end }}
+{{- $modelNames = append $modelNames $adapter.name }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .max_cpu_loras)) (lt (int .max_cpu_loras) (int (default 1 .max_loras))) }}
+- {{ $where }}: lora.max_cpu_loras {{ .max_cpu_loras }} is less than lora.max_loras {{ default 1 .max_loras }}; the CPU cache must hold every adapter of a batch.
+{{- end }}
+{{- if ne (toString $values.app.engine_path) "direct" }}
+- {{ $where }}: lora is set, but LoRA adapters are served on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
+{{- end }}
+{{- end }}
 {{- if not $engine.max_model_len }}
 - {{ $where }}: engine.max_model_len is not set; set it explicitly (vLLM's auto-fitted length lets over-long prompts crash the engine, and the capacity check needs it).
 {{- end }}
@@ -90,7 +104,7 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 {{- else if $gpuMiB }}
 {{- $estimate := include "rayvllm.capacity.estimate" (dict "model" $model "gpuMiB" $gpuMiB "overheadMiB" $values.capacity.overheadMiB) | fromJson }}
 {{- if not $estimate.fits }}
-- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ int $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" (toString $model.accelerator_type) "gpuMemoryMiB" $values.capacity.gpuMemoryMiB "overheadMiB" $values.capacity.overheadMiB) }}
+- {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ int $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" (toString $model.accelerator_type) "gpuMemoryMiB" $values.capacity.gpuMemoryMiB "overheadMiB" $values.capacity.overheadMiB) }}{{ if $model.lora }} LoRA adapters' memory (lora.max_loras x lora.max_lora_rank per layer) is not counted; it needs more.{{ end }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -57,8 +57,11 @@ class IngressGuard:
         limits: LimitsConfig,
         keys: KeyStore | None = None,
         meter: UsageRecorder | None = None,
+        adapters: frozenset[str] = frozenset(),
     ) -> None:
         self.app, self.limits, self.keys, self.meter = app, limits, keys, meter
+        # LoRA adapter names: a request naming one is metered under its name, not the base model's.
+        self.adapters = adapters
         self.in_flight = 0
 
     # Serve registers its back-pressure handlers and finds the docs through these.
@@ -123,9 +126,10 @@ class IngressGuard:
         status = Status(send)
         # A state dict of the request's own: vLLM leaves the response's usage in it (`request_metadata`).
         scope = {**scope, "state": dict(scope.get("state") or {})}
+        adapter = None
         try:
             if scope["type"] == "http" and self._reads_body(scope):
-                receive = await self._checked_body(scope, receive)
+                receive, adapter = await self._checked_body(scope, receive)
             await self.app(scope, receive, status.send)
             await status.flush()
         except RequestRejected as rejected:
@@ -146,18 +150,21 @@ class IngressGuard:
         finally:
             self.in_flight -= 1
             # No status at all: the client went away first (nginx's 499).
-            self._record(key_id, status.code or 499, scope["state"])
+            self._record(key_id, status.code or 499, scope["state"], adapter)
 
     def _reads_body(self, scope: Scope) -> bool:
         limits = self.limits
         has_limit = limits.max_request_body_bytes is not None or limits.max_tokens_cap is not None
-        return has_limit and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        return (has_limit or bool(self.adapters)) and scope["method"] not in ("GET", "HEAD", "OPTIONS")
 
-    async def _checked_body(self, scope: Scope, receive: Receive) -> Receive:
-        """Read the whole body (vLLM would too), enforce the limits, and hand it on unchanged."""
+    async def _checked_body(self, scope: Scope, receive: Receive) -> tuple[Receive, str | None]:
+        """Read the whole body (vLLM would too), enforce the limits, and hand it on unchanged, with the
+        adapter it names (None for the base model)."""
         body = await read_body(scope, receive, self.limits.max_request_body_bytes)
+        request = None
         if self.limits.max_tokens_cap is not None:
-            _check_max_tokens(body, self.limits.max_tokens_cap)
+            request = _check_max_tokens(body, self.limits.max_tokens_cap)
+        adapter = _named_adapter(body, request, self.adapters) if self.adapters else None
         replayed = False
 
         async def replay() -> Message:
@@ -167,15 +174,15 @@ class IngressGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return replay
+        return replay, adapter
 
-    def _record(self, key_id: str, status: int, state: dict[str, Any]) -> None:
+    def _record(self, key_id: str, status: int, state: dict[str, Any], adapter: str | None) -> None:
         if self.meter is None:
             return
         usage = getattr(state.get("request_metadata"), "final_usage_info", None)
         prompt = getattr(usage, "prompt_tokens", 0) or 0
         completion = getattr(usage, "completion_tokens", 0) or 0
-        self.meter.record(key_id, status, prompt, completion)
+        self.meter.record(key_id, status, prompt, completion, adapter)
 
 
 class Status:
@@ -318,16 +325,32 @@ def _presented_key(scope: Scope) -> str | None:
     return None
 
 
-def _check_max_tokens(body: bytes, cap: int) -> None:
-    """400 when a JSON body asks for more than `cap` tokens; vLLM judges everything else."""
-    if not any(field.encode() in body for field in TOKEN_FIELDS):
-        return  # the common case costs a substring search, not a JSON parse
+def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep: FastAPI answers it
-        return
-    if not isinstance(request, dict):
-        return
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def _named_adapter(body: bytes, request: dict[str, Any] | None, adapters: frozenset[str]) -> str | None:
+    """The adapter a JSON body names in `model`, if any."""
+    if request is None:
+        if not any(name.encode() in body for name in adapters):
+            return None  # a request to the base model costs a substring search, not a JSON parse
+        request = _json_object(body)
+    model = request.get("model") if request else None
+    return model if isinstance(model, str) and model in adapters else None
+
+
+def _check_max_tokens(body: bytes, cap: int) -> dict[str, Any] | None:
+    """400 when a JSON body asks for more than `cap` tokens; vLLM judges everything else. Returns the
+    body's JSON object when it had to parse it."""
+    if not any(field.encode() in body for field in TOKEN_FIELDS):
+        return None  # the common case costs a substring search, not a JSON parse
+    request = _json_object(body)
+    if request is None:
+        return None
     for field in TOKEN_FIELDS:
         value = request.get(field)
         if isinstance(value, int) and not isinstance(value, bool) and value > cap:
@@ -336,3 +359,4 @@ def _check_max_tokens(body: bytes, cap: int) -> None:
                 f"{field} is {value}, more than this server's cap of {cap} (limits.max_tokens_cap).",
                 "BadRequestError",
             )
+    return request

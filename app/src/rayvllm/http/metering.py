@@ -14,4 +14,8 @@ ANONYMOUS = "anonymous"
 class UsageRecorder(Protocol):
     """Where the ingress guard reports each finished request."""
 
-    def record(self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int) -> None: ...
+    def record(
+        self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int, adapter: str | None = None
+    ) -> None:
+        """`adapter`: the LoRA adapter the request named, counted under its own model name; None for the
+        replica's base model."""

@@ -2,7 +2,8 @@
 
 They leave through Ray's metrics agent on every Ray pod's port 8080 as `ray_rayvllm_requests_total`,
 `ray_rayvllm_prompt_tokens_total` and `ray_rayvllm_completion_tokens_total` (the same renaming as vLLM's
-`ray_vllm_*`), labelled `key_id` and `model_name`, never with the key itself.
+`ray_vllm_*`), labelled `key_id` and `model_name` (a LoRA adapter's name for requests to it), never with
+the key itself.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ class RayUsageMeter:
             tag_keys=("key_id", "model_name"),
         ).set_default_tags(tags)
 
-    def record(self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int) -> None:
-        self._requests.inc(1, tags={"key_id": key_id, "code": str(status)})
+    def record(
+        self, key_id: str, status: int, prompt_tokens: int, completion_tokens: int, adapter: str | None = None
+    ) -> None:
+        tags = {"key_id": key_id} if adapter is None else {"key_id": key_id, "model_name": adapter}
+        self._requests.inc(1, tags={**tags, "code": str(status)})
         if prompt_tokens:
-            self._prompt_tokens.inc(prompt_tokens, tags={"key_id": key_id})
+            self._prompt_tokens.inc(prompt_tokens, tags=tags)
         if completion_tokens:
-            self._completion_tokens.inc(completion_tokens, tags={"key_id": key_id})
+            self._completion_tokens.inc(completion_tokens, tags=tags)

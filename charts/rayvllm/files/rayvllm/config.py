@@ -141,15 +141,57 @@ class ModelSizing(StrictModel):
     )
 
 
+# A model id as clients send it in `model`: a served model's name, or a LoRA adapter's.
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
+
+
+class LoRAAdapter(StrictModel):
+    """One LoRA adapter of a model, served on the model's own replicas."""
+
+    name: str = Field(
+        pattern=MODEL_ID_PATTERN,
+        description="Model id that clients send as `model` to use the adapter; `/v1/models` lists it with "
+        "the base model as its parent.",
+    )
+    source: str = Field(
+        min_length=1,
+        description="Hugging Face id of the adapter, or its directory (for example on the model cache "
+        "volume), in PEFT's layout.",
+    )
+
+
+class LoRAConfig(StrictModel):
+    """LoRA adapters of one model, and vLLM's limits on them (`vllm serve --enable-lora`)."""
+
+    adapters: list[LoRAAdapter] = Field(min_length=1, description="Adapters loaded when a replica starts.")
+    max_loras: int = Field(1, ge=1, description="Adapters one engine step batches together.")
+    max_lora_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        16, description="Largest adapter rank served; vLLM sizes its adapter slots by it."
+    )
+    max_cpu_loras: int | None = Field(
+        None, ge=1, description="Adapters kept in CPU memory; `max_loras` if unset."
+    )
+
+    @model_validator(mode="after")
+    def _cpu_cache_holds_the_batch(self) -> LoRAConfig:
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError("lora.max_cpu_loras must be at least lora.max_loras")
+        return self
+
+
 class ModelConfig(StrictModel):
     """One served model: its engine, its OpenAI frontend and its Serve deployment."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        pattern=MODEL_ID_PATTERN,
         description="Model id that clients send as `model`, and that `/v1/models` lists.",
     )
     engine: EngineConfig = Field(description="vLLM engine arguments.")
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="OpenAI frontend options.")
+    lora: LoRAConfig | None = Field(
+        None,
+        description="LoRA adapters served on this model's replicas; a request names one in `model`.",
+    )
     autoscaling: AutoscalingConfig = Field(
         default_factory=AutoscalingConfig, description="Replica autoscaling."
     )
@@ -196,6 +238,12 @@ class ModelConfig(StrictModel):
     @property
     def gpus_per_replica(self) -> int:
         return self.engine.tensor_parallel_size if self.num_gpus is None else self.num_gpus
+
+    @property
+    def served_names(self) -> list[str]:
+        """Every model id this model's replicas answer: its name, then its adapters'."""
+        adapters = self.lora.adapters if self.lora else []
+        return [self.name, *(adapter.name for adapter in adapters)]
 
 
 class AuthConfig(StrictModel):
@@ -269,9 +317,11 @@ class AppConfig(StrictModel):
 
     @model_validator(mode="after")
     def _models_supported(self) -> AppConfig:
-        names = [m.name for m in self.models]
+        names = [name for m in self.models for name in m.served_names]
         if len(set(names)) != len(names):
-            raise ValueError(f"models[].name must be unique, got {names}")
+            raise ValueError(
+                f"models[].name must be unique, and differ from every lora.adapters[].name, got {names}"
+            )
         if self.engine_path == "direct" and len(self.models) != 1:
             raise ValueError(
                 "engine_path 'direct' serves exactly one model per application; "
@@ -280,4 +330,6 @@ class AppConfig(StrictModel):
         direct_only = self.auth.api_keys_dir or self.limits.model_fields_set or self.failover.enabled
         if self.engine_path != "direct" and direct_only:
             raise ValueError("auth, limits and failover work on engine_path 'direct' only")
+        if self.engine_path != "direct" and any(m.lora for m in self.models):
+            raise ValueError("lora works on engine_path 'direct' only")
         return self

@@ -113,8 +113,9 @@ class VLLMServer:
         args = serve_namespace(self._model)
         cap_default_max_tokens(args, self._limits.max_tokens_cap)
         self._engine, self._asgi_app = await start_engine(args)
+        adapters = frozenset(self._model.served_names[1:])
         self._guarded_app = IngressGuard(
-            self._asgi_app, self._limits, self._key_store(), RayUsageMeter(self._model.name)
+            self._asgi_app, self._limits, self._key_store(), RayUsageMeter(self._model.name), adapters
         )
 
     def _key_store(self) -> KeyStore | None:

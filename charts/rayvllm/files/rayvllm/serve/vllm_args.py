@@ -12,7 +12,7 @@ import io
 import json
 from typing import Any
 
-from rayvllm.config import ModelConfig
+from rayvllm.config import LoRAConfig, ModelConfig
 
 # EngineConfig fields that are not `vllm serve` options of the same name.
 _NOT_VLLM_OPTIONS = {"extra_args"}
@@ -24,11 +24,24 @@ def serve_argv(model: ModelConfig) -> list[str]:
     options |= model.openai.model_dump(exclude_none=True)
     options |= model.engine.extra_args
     options["served_model_name"] = [model.name]
+    if model.lora:
+        options |= lora_options(model.name, model.lora)
     if model.engine.tensor_parallel_size > 1:
         # The replica actor owns all of its GPUs; vLLM would otherwise pick its Ray executor and
         # ask Ray for placement groups the replica already holds.
         options.setdefault("distributed_executor_backend", "mp")
     return vllm_flags(options)
+
+
+def lora_options(base_model_name: str, lora: LoRAConfig) -> dict[str, Any]:
+    """`vllm serve`'s LoRA options: the adapters in its JSON form, which names the parent `/v1/models`
+    shows."""
+    modules = [
+        json.dumps({"name": a.name, "path": a.source, "base_model_name": base_model_name})
+        for a in lora.adapters
+    ]
+    limits = lora.model_dump(include={"max_loras", "max_lora_rank", "max_cpu_loras"}, exclude_none=True)
+    return {"enable_lora": True, "lora_modules": modules, **limits}
 
 
 def vllm_flags(options: dict[str, Any]) -> list[str]:
