@@ -20,6 +20,7 @@ RENDER_CASES: dict[str, list[Path]] = {
     "all-features": [TEST_VALUES / "all-features.yaml"],
     "api-keys": [TEST_VALUES / "api-keys.yaml"],
     "lora": [TEST_VALUES / "lora.yaml"],
+    "embedding": [TEST_VALUES / "embedding.yaml"],
 }
 
 

@@ -1,8 +1,5 @@
 """Schemathesis against the running app's own OpenAPI schema, with a valid key: no input gets a 5xx,
-and the engine still answers afterwards.
-
-Hypothesis drives each operation's strategy directly (schemathesis' pytest loader does not run under
-pytest 9), with a bounded number of examples per operation.
+and the engine still answers afterwards (tests/fuzzing.py runs the operations).
 """
 
 from __future__ import annotations
@@ -12,58 +9,28 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from fuzzing import fuzz_operation, operations
 from security_support import GuardedStack
 
 pytestmark = [pytest.mark.security, pytest.mark.integration, pytest.mark.slow]
-
-# Examples per operation: the whole schema takes about a minute on the 2-core machine.
-EXAMPLES_PER_OPERATION = 10
-FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-    database=None,
-)
-
-
-def fuzz_operation(operation: Any, guarded: GuardedStack, statuses: Counter[str]) -> list[str]:
-    """Run one operation's examples; return the 5xx answers seen."""
-    server_errors: list[str] = []
-
-    @FUZZ_SETTINGS
-    @given(case=operation.as_strategy())
-    def run(case: Any) -> None:
-        response = case.call(base_url=guarded.base_url, headers=guarded.headers(), timeout=120)
-        statuses[str(response.status_code)] += 1
-        if response.status_code >= 500:
-            server_errors.append(f"{case.method} {case.path}: {response.status_code} {response.text[:300]}")
-
-    run()
-    return server_errors
 
 
 def test_fuzzed_requests_never_get_a_5xx_and_the_engine_still_answers(
     guarded_stack: GuardedStack, figures: dict[str, Any]
 ) -> None:
-    schema = schemathesis.openapi.from_url(
-        guarded_stack.base_url + "/openapi.json", headers=guarded_stack.headers(), timeout=30
-    )
     statuses: Counter[str] = Counter()
     server_errors: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
-    for operation in operations:
-        server_errors += fuzz_operation(operation, guarded_stack, statuses)
+    every = operations(guarded_stack.base_url, guarded_stack.headers())
+    for operation in every:
+        server_errors += fuzz_operation(operation, guarded_stack.base_url, guarded_stack.headers(), statuses)
     figures["fuzz"] = {
-        "operations": len(operations),
+        "operations": len(every),
         "examples": sum(statuses.values()),
         "by_status": dict(sorted(statuses.items())),
         "server_errors": server_errors[:10],
     }
     print(f"\nfuzz: {figures['fuzz']}")
-    assert sum(statuses.values()) >= len(operations)
+    assert sum(statuses.values()) >= len(every)
     assert not server_errors
     body = {"model": guarded_stack.model, "prompt": "Hi", "max_tokens": 4}
     response = httpx.post(

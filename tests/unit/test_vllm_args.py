@@ -68,3 +68,9 @@ def test_lora_adapters_reach_vllm_namespace_with_their_parent_and_vllm_limits() 
     ]
     assert (args.max_loras, args.max_lora_rank, args.max_cpu_loras) == (2, 64, None)
     assert not serve_namespace(model()).enable_lora
+
+
+def test_a_pooling_model_reaches_vllm_namespace_with_its_runner_and_conversion() -> None:
+    args = serve_namespace(model(runner="pooling", convert="embed"))
+    assert (args.runner, args.convert) == ("pooling", "embed")
+    assert (serve_namespace(model()).runner, serve_namespace(model()).convert) == ("auto", "auto")

@@ -23,6 +23,16 @@ class EngineConfig(StrictModel):
 
     model: str = Field(description="Hugging Face model id or local directory of the weights.")
     tokenizer: str | None = Field(None, description="Tokenizer id or directory; defaults to `model`.")
+    runner: Literal["auto", "generate", "pooling"] = Field(
+        "auto",
+        description="`pooling` serves an embedding model on /v1/embeddings instead of generating text; "
+        "`auto` follows the checkpoint's architecture.",
+    )
+    convert: Literal["auto", "none", "embed", "classify"] = Field(
+        "auto",
+        description="Adapt the checkpoint to the runner: `embed` with `runner: pooling` serves a generative "
+        "model's hidden states as embeddings.",
+    )
     max_model_len: int = Field(
         gt=0,
         description="Context length in tokens. Always explicit: with an auto-fitted length, "

@@ -76,8 +76,10 @@ def wait_until_serving(
     headers: dict[str, str] | None = None,
     since: float | None = None,
     exited: Callable[[], str | None] | None = None,
+    pooling: bool = False,
 ) -> float:
-    """Seconds from `since` (now by default) until a one-token completion succeeds at `base_url`.
+    """Seconds from `since` (now by default) until a one-token completion succeeds at `base_url`, or for a
+    `pooling` model (an embedding model) an embedding.
 
     `/v1/models` answers long before the engine can generate; only a completion proves it can. `exited`
     returns why the server's process is gone (or None while it runs), which ends the wait at once.
@@ -85,20 +87,28 @@ def wait_until_serving(
     import httpx
 
     started = time.monotonic() if since is None else since
-    body = {"model": model, "prompt": "Hello", "max_tokens": 1}
+    body: dict[str, object]
+    if pooling:
+        route, body, answer = "/v1/embeddings", {"model": model, "input": "Hello"}, "data"
+    else:
+        route, body, answer = (
+            "/v1/completions",
+            {"model": model, "prompt": "Hello", "max_tokens": 1},
+            "choices",
+        )
     last_error = "no answer yet"
     while time.monotonic() < started + timeout_s:
         if exited is not None and (reason := exited()) is not None:
             raise NotServing(reason)
         try:
-            response = httpx.post(f"{base_url}/v1/completions", json=body, headers=headers, timeout=60)
-            if response.status_code == 200 and response.json().get("choices"):
+            response = httpx.post(f"{base_url}{route}", json=body, headers=headers, timeout=60)
+            if response.status_code == 200 and response.json().get(answer):
                 return round(time.monotonic() - started, 1)
             last_error = f"HTTP {response.status_code}: {response.text[:200]}"
         except (httpx.HTTPError, ValueError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         time.sleep(1)
-    raise NotServing(f"no completion served within {timeout_s:.0f}s ({last_error})")
+    raise NotServing(f"no {route} answer within {timeout_s:.0f}s ({last_error})")
 
 
 def stop_processes(

@@ -129,11 +129,15 @@ def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
         ) as stack:
             name = config.models[0].name
             phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in stack.start_phases.items())
+            if config.models[0].engine.runner == "pooling":
+                route, body = "embeddings", f'{{"model": "{name}", "input": "Hello!"}}'
+            else:
+                route = "chat/completions"
+                body = f'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
             print(
                 f"rayvllm ready in {time.monotonic() - started:.0f}s ({phases}): "
                 f"{stack.base_url}/v1 serving {name!r}. Try:\n"
-                f"  curl {stack.base_url}/v1/chat/completions -H 'Content-Type: application/json' "
-                f"""-d '{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'""",
+                f"  curl {stack.base_url}/v1/{route} -H 'Content-Type: application/json' -d '{body}'",
                 flush=True,
             )
             stack.wait()
@@ -249,11 +253,16 @@ class LocalStack:
         serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
         phase("serve.run")
         self._wait_until_serving()
-        phase("first completion")
+        phase("first embedding" if self.config.models[0].engine.runner == "pooling" else "first completion")
 
     def _wait_until_serving(self, timeout_s: float = 600) -> None:
+        model = self.config.models[0]
         wait_until_serving(
-            self.base_url, self.config.models[0].name, timeout_s, headers=self._probe_headers()
+            self.base_url,
+            model.name,
+            timeout_s,
+            headers=self._probe_headers(),
+            pooling=model.engine.runner == "pooling",
         )
 
     def _probe_headers(self) -> dict[str, str]:
