@@ -667,3 +667,41 @@ def test_interleaved_bundle_reports_rounds_spread_and_cold_starts(tmp_path) -> N
     rows = [line for line in markdown.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert [row.split(" | ")[1] for row in rows[:3]] == ["vllm", "vllm", "rayvllm+throughput+haproxy"]
     assert (out / "interleaved.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gpu_busy_integrates_utilization_samples_over_the_load_window() -> None:
+    from rayvllm.bench.profiling import GpuBusySampler, gpu_busy
+
+    # Samples every 0.5 s from t=100 s: 100% busy, then 50%, then idle; each covers the half second before it.
+    samples = {int((100 + 0.5 * i) * 1e6): util for i, util in enumerate([0, 100, 100, 50, 50, 0, 0])}
+    whole = gpu_busy(samples, 100.0, 103.0)
+    assert (whole["covered_s"], whole["busy_s"], whole["idle_s"]) == (3.0, 1.5, 1.5)
+    assert whole["sample_period_ms"] == 500.0
+    # A window that starts inside a sample's period counts only its part of it.
+    part = gpu_busy(samples, 100.25, 101.0)
+    assert (part["covered_s"], part["busy_s"]) == (0.75, 0.75)
+    # Without NVML (this CPU machine), the sampler measures nothing and never raises.
+    sampler = GpuBusySampler().start()
+    assert sampler.result(0.0, 1.0) is None
+    assert str(sampler.error).startswith("NVML unavailable")
+
+
+def test_interleaved_summary_reports_gpu_idle_time_against_bare() -> None:
+    from rayvllm.bench import interleave
+
+    servers = {
+        "vllm": rounds_record(0, (8000, 20, 20), (8400, 21, 21)),
+        "rayvllm": rounds_record(1, (7000, 22, 22), (7200, 22, 22)),
+    }
+    for name, idle in (("vllm", 2.0), ("rayvllm", 5.5)):
+        for entry in servers[name]["rounds"]:
+            entry["runs"][0].update(duration_s=30.0 + idle, gpu={"busy_s": 30.0, "idle_s": idle})
+    summary = interleave.summarize(servers, ["10@256"])
+    entry = summary["loads"]["10@256"]
+    assert entry["servers"]["rayvllm"]["gpu_busy_s"]["median"] == 30.0
+    assert entry["vs_bare"]["rayvllm"]["gpu_idle_s"]["median"] == 3.5
+    assert entry["vs_bare"]["rayvllm"]["gpu_busy_s"]["median"] == 1.0
+    bundle = {"interleaved": {**summary, "rounds_run": 2}, "servers": servers}
+    lines = interleave.markdown(bundle)
+    row = "| rayvllm | 35.50 [35.50-35.50] | 30.00 [30.00-30.00] | 5.50 [5.50-5.50] | 3.50 [3.50-3.50] |"
+    assert row in lines

@@ -45,6 +45,11 @@ METRICS: tuple[Metric, ...] = (
     ("tpot_p50", "TPOT p50 ms", lambda run: run["tpot_ms"]["p50"], "ratio", False),
     ("ttft_p50", "TTFT p50 ms", lambda run: run["ttft_ms"]["p50"], "delta", False),
     ("itl_p50", "ITL p50 ms", lambda run: run["itl_ms"]["p50"], "ratio", False),
+    ("duration_s", "duration s", lambda run: run.get("duration_s"), "ratio", False),
+    # NVML's busy time of the GPU during the run (the first load's only): the rest of its duration, the
+    # GPU waited for the host.
+    ("gpu_busy_s", "GPU busy s", lambda run: (run.get("gpu") or {}).get("busy_s"), "ratio", False),
+    ("gpu_idle_s", "GPU idle s", lambda run: (run.get("gpu") or {}).get("idle_s"), "delta", False),
 )
 NO_DIFFERENCE = "no difference measured"
 
@@ -179,6 +184,7 @@ def run(
     """Start the servers, run `args.rounds` interleaved rounds of the scenario's loads, stop the servers."""
     from rayvllm.bench import compare
     from rayvllm.bench.loadgen import DeadlineExceeded, Target, make_prompts, prompts_needed, run_loads
+    from rayvllm.bench.profiling import GpuBusySampler
     from rayvllm.bench.servers import Server, ServerVariant, plan
     from rayvllm.procs import NotServing
 
@@ -293,7 +299,8 @@ def run(
                     seed=args.seed + 1000 * round_number + index,
                 )
                 started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-                runs = []
+                runs: list[dict[str, Any]] = []
+                gpu = GpuBusySampler().start()  # watches the first load, the one at the highest concurrency
                 try:
                     for summary in run_loads(
                         target, loads, prompts, warmup=scenario.warmup, label=f"{name} round {round_number}",
@@ -302,10 +309,14 @@ def run(
                     ):  # fmt: skip
                         import os
 
+                        if not runs:
+                            ended = time.time()
+                            summary["gpu"] = gpu.result(ended - summary["duration_s"], ended)
                         summary["machine_load_average_1m"] = round(os.getloadavg()[0], 2)
                         runs.append(summary)
                         failures += summary["failed"]
                 finally:
+                    gpu.stop()
                     records[name]["rounds"].append(
                         {"round": round_number, "started_utc": started, "runs": runs}
                     )
@@ -386,6 +397,22 @@ def markdown(bundle: dict[str, Any]) -> list[str]:
                 f"| {_range(mine['itl_p50'], 2)} |"
             )
         lines.append("")
+        if any(entry["servers"][name]["gpu_busy_s"]["values"] for name in order):
+            lines += [
+                "GPU time during each run (NVML utilization samples over the load's window): busy is the "
+                "time a kernel ran, idle the rest, when the GPU waited for the host.",
+                "",
+                "| server | duration s | GPU busy s | GPU idle s | GPU idle minus bare, s |",
+                "|---|---|---|---|---|",
+            ]
+            for name in order:
+                mine = entry["servers"][name]
+                idle_delta = entry["vs_bare"].get(name, {}).get("gpu_idle_s")
+                lines.append(
+                    f"| {name} | {_range(mine['duration_s'], 2)} | {_range(mine['gpu_busy_s'], 2)} "
+                    f"| {_range(mine['gpu_idle_s'], 2)} | {_range(idle_delta, 2) if idle_delta else ''} |"
+                )
+            lines.append("")
         if entry["vs_bare"]:
             lines += [
                 "| server vs bare vLLM, pair by pair | output tok/s x bare | | TPOT p50 x bare | "

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import re
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 SAMPLE_RATE_HZ = 100
 TOP_FUNCTIONS = 30
@@ -319,4 +321,90 @@ def engine_steps(
         "share_of_steps_with_prefill": None
         if decode_bound is None
         else round(1 - buckets[decode_bound] / steps, 3),
+    }
+
+
+# --- the GPU's busy time, from NVML's utilization samples ----------------------------------------------
+
+
+class GpuBusySampler:
+    """How long the GPU computed during a load: NVML's utilization samples (each the share of its sample
+    period in which a kernel ran), integrated over the load's window. A load's duration minus that busy time
+    is the time the GPU waited for the host, which engine step counts alone cannot tell apart from slower
+    steps. Polls in a background thread; `result` is None where NVML is missing (CPU runs)."""
+
+    def __init__(self, device_index: int = 0, poll_s: float = 1.0) -> None:
+        self._device_index = device_index
+        self._poll_s = poll_s
+        self._samples: dict[int, float] = {}  # NVML timestamp (us since the epoch) -> utilization %
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def start(self) -> GpuBusySampler:
+        try:
+            from vllm.third_party import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self._device_index)
+        except Exception as exc:  # no NVML (CPU): the load runs unmeasured, never fails
+            self.error = f"NVML unavailable: {exc!r}"
+            return self
+        self._thread = threading.Thread(target=self._poll, args=(pynvml, handle), daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self, pynvml: Any, handle: Any) -> None:
+        last = 0
+        while True:
+            try:
+                _, samples = pynvml.nvmlDeviceGetSamples(handle, pynvml.NVML_GPU_UTILIZATION_SAMPLES, last)
+            except Exception as exc:
+                self.error = f"nvmlDeviceGetSamples failed: {exc!r}"
+                return
+            for sample in samples:
+                self._samples[int(sample.timeStamp)] = float(sample.sampleValue.uiVal)
+                last = max(last, int(sample.timeStamp))
+            if self._stop.wait(self._poll_s):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def result(self, window_start: float, window_end: float) -> dict[str, object] | None:
+        """Busy and idle seconds of the GPU between two time.time() instants; stops the sampler."""
+        self.stop()
+        if self._thread is None:
+            return None
+        return gpu_busy(self._samples, window_start, window_end, error=self.error)
+
+
+def gpu_busy(
+    samples: dict[int, float], window_start: float, window_end: float, *, error: str | None = None
+) -> dict[str, object]:
+    """Integrate utilization samples (us timestamp -> %) over [window_start, window_end] (seconds): each
+    sample covers the time since the one before it, clipped to the window."""
+    times = sorted(samples)
+    busy = 0.0
+    covered = 0.0
+    periods = []
+    for previous, current in itertools.pairwise(times):
+        periods.append((current - previous) / 1e6)
+        low, high = max(previous / 1e6, window_start), min(current / 1e6, window_end)
+        if high > low:
+            busy += (high - low) * samples[current] / 100.0
+            covered += high - low
+    if times and not covered:
+        error = error or f"no sample in the window: samples span {times[0] / 1e6:.1f}-{times[-1] / 1e6:.1f} s"
+    return {
+        "window_s": round(window_end - window_start, 3),
+        "covered_s": round(covered, 3),  # the part of the window that samples cover
+        "busy_s": round(busy, 3),
+        "idle_s": round(covered - busy, 3),
+        "busy_share": round(busy / covered, 4) if covered > 0 else None,
+        "samples": len(times),
+        "sample_period_ms": round(1000 * sorted(periods)[len(periods) // 2], 1) if periods else None,
+        "error": error,
     }
