@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 from rayvllm.local.offline_models import TINY_LLAMA_CPU_ENGINE_ARGS, TINY_LLAMA_CPU_ENV
 from rayvllm.procs import free_port, stop_family
@@ -112,3 +113,65 @@ def tiny_config(model_dir: Path, **model_overrides: object) -> dict:
     }
     model.update(model_overrides)
     return {"engine_path": "direct", "models": [model]}
+
+
+def wait_until_metered_by_model(stack: Stack, key_id: str, expected: dict[str, float], what: str) -> None:
+    """Until the stack's usage counters of `key_id` show `expected` 200s per model_name, each with
+    completion tokens. Ray's metrics agent exports the counters every few seconds."""
+    import re
+
+    import httpx
+    from control_plane import wait_for
+
+    def by_model(counter: str, code: str | None = None) -> dict[str, float]:
+        """`ray_rayvllm_<counter>_total` of the key, by model_name (of one status code)."""
+        text = httpx.get(stack.metrics_urls[0], timeout=30).text
+        totals: dict[str, float] = {}
+        for labels, value in re.findall(
+            rf"^ray_rayvllm_{counter}_total\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M
+        ):
+            if f'key_id="{key_id}"' in labels and (code is None or f'code="{code}"' in labels):
+                model = re.search(r'model_name="([^"]*)"', labels)
+                if model:
+                    totals[model.group(1)] = totals.get(model.group(1), 0.0) + float(value)
+        return totals
+
+    def metered() -> bool:
+        tokens = by_model("completion_tokens")
+        served = set(tokens) == set(expected) and all(count > 0 for count in tokens.values())
+        return served and by_model("requests", code="200") == expected
+
+    wait_for(what, metered, 60, 2)
+
+
+def start_keyed_stack(
+    config: dict, keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Stack:
+    """`start_stack` with API keys on: `keys` maps key ids to keys."""
+    from rayvllm.http.auth import write_key_dir
+
+    config["auth"] = {"api_keys_dir": str(write_key_dir(keys, tmp_path_factory.mktemp(f"{name}-keys")))}
+    return start_stack(config, tmp_path_factory.mktemp("logs") / f"{name}-stack.log")
+
+
+def openai_client(stack: Stack, key: str):  # type: ignore[no-untyped-def]
+    from openai import OpenAI
+
+    return OpenAI(base_url=stack.openai_url, api_key=key, max_retries=0, timeout=120)
+
+
+def greedy(client, model: str, prompt: str = "The capital of France is") -> str:  # type: ignore[no-untyped-def]
+    """A greedy 8-token completion's text; its `model` must be the one asked for."""
+    completion = client.completions.create(model=model, prompt=prompt, max_tokens=8, temperature=0, seed=7)
+    assert completion.model == model
+    return str(completion.choices[0].text)
+
+
+def assert_unknown_model_gets_404(client, model: str = "tiny-llama-unknown") -> None:  # type: ignore[no-untyped-def]
+    """A model id nothing serves: 404 with the OpenAI error body, naming it."""
+    from openai import NotFoundError
+
+    with pytest.raises(NotFoundError) as raised:
+        greedy(client, model)
+    assert raised.value.status_code == 404
+    assert model in raised.value.body["message"]

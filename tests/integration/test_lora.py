@@ -4,15 +4,20 @@ model's replica, through the official `openai` client, with API keys on so meter
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from control_plane import wait_for
-from local_stack import Stack, start_stack, stop_stack, tiny_config
-from rayvllm.http.auth import write_key_dir
+from local_stack import (
+    Stack,
+    assert_unknown_model_gets_404,
+    greedy,
+    openai_client,
+    start_keyed_stack,
+    stop_stack,
+    tiny_config,
+    wait_until_metered_by_model,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,7 +27,6 @@ KEY_ID, KEY = "team-lora", "sk-test-team-lora-0123456789"
 # a few seconds late) cannot reach its counts.
 METER_KEY_ID, METER_KEY = "team-meter", "sk-test-team-meter-0123456789"
 RANK = 8
-PROMPT = "The capital of France is"
 
 
 def build_random_lora(base: Path, out: Path, rank: int = RANK, seed: int = 1) -> Path:
@@ -73,23 +77,14 @@ def lora_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     adapter = build_random_lora(tiny_model_dir, tmp_path_factory.mktemp("adapters") / ADAPTER)
     lora = {"adapters": [{"name": ADAPTER, "source": str(adapter)}], "max_lora_rank": RANK}
     config = tiny_config(tiny_model_dir, lora=lora)
-    keys_dir = write_key_dir({KEY_ID: KEY, METER_KEY_ID: METER_KEY}, tmp_path_factory.mktemp("lora-keys"))
-    config["auth"] = {"api_keys_dir": str(keys_dir)}
-    stack = start_stack(config, tmp_path_factory.mktemp("logs") / "lora-stack.log")
+    stack = start_keyed_stack(config, {KEY_ID: KEY, METER_KEY_ID: METER_KEY}, tmp_path_factory, "lora")
     yield stack
     assert not stop_stack(stack), "processes left after stopping rayvllm serve"
 
 
 @pytest.fixture(scope="module")
 def client(lora_stack: Stack):  # type: ignore[no-untyped-def]
-    from openai import OpenAI
-
-    return OpenAI(base_url=lora_stack.openai_url, api_key=KEY, max_retries=0, timeout=120)
-
-
-def greedy(client, model: str) -> str:  # type: ignore[no-untyped-def]
-    completion = client.completions.create(model=model, prompt=PROMPT, max_tokens=8, temperature=0, seed=7)
-    return str(completion.choices[0].text)
+    return openai_client(lora_stack, KEY)
 
 
 def test_models_lists_the_adapter_with_its_base_model_as_parent(lora_stack: Stack, client) -> None:  # type: ignore[no-untyped-def]
@@ -109,45 +104,17 @@ def test_the_adapter_answers_differently_from_its_base_model(lora_stack: Stack, 
 
 
 def test_an_unknown_adapter_gets_404_with_the_openai_error_body(client) -> None:  # type: ignore[no-untyped-def]
-    from openai import NotFoundError
-
-    with pytest.raises(NotFoundError) as raised:
-        greedy(client, "tiny-llama-unknown")
-    assert raised.value.status_code == 404
-    assert "tiny-llama-unknown" in raised.value.body["message"]
+    assert_unknown_model_gets_404(client)
 
 
 def test_requests_to_the_adapter_are_metered_under_its_name(lora_stack: Stack) -> None:
-    from openai import OpenAI
-
-    def by_model(counter: str, code: str | None = None) -> dict[str, float]:
-        """`ray_rayvllm_<counter>_total` of the metering key, by model_name (of one status code)."""
-        text = httpx.get(lora_stack.metrics_urls[0], timeout=30).text
-        totals: dict[str, float] = {}
-        for labels, value in re.findall(
-            rf"^ray_rayvllm_{counter}_total\{{([^}}]*)\}} ([0-9.e+]+)$", text, re.M
-        ):
-            if f'key_id="{METER_KEY_ID}"' in labels and (code is None or f'code="{code}"' in labels):
-                model = re.search(r'model_name="([^"]*)"', labels)
-                if model:
-                    totals[model.group(1)] = totals.get(model.group(1), 0.0) + float(value)
-        return totals
-
-    client = OpenAI(base_url=lora_stack.openai_url, api_key=METER_KEY, max_retries=0, timeout=120)
+    client = openai_client(lora_stack, METER_KEY)
     greedy(client, ADAPTER)
     greedy(client, ADAPTER)
     greedy(client, lora_stack.model)
-    expected = {ADAPTER: 2.0, lora_stack.model: 1.0}
-
-    def metered() -> bool:
-        tokens = by_model("completion_tokens")
-        served = set(tokens) == set(expected) and all(count > 0 for count in tokens.values())
-        return served and by_model("requests", code="200") == expected
-
-    # Ray's metrics agent exports the counters every few seconds.
-    wait_for(
+    wait_until_metered_by_model(
+        lora_stack,
+        METER_KEY_ID,
+        {ADAPTER: 2.0, lora_stack.model: 1.0},
         "the adapter's requests and tokens metered under its name, apart from the base model's",
-        metered,
-        60,
-        2,
     )

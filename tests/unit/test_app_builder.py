@@ -42,6 +42,25 @@ def test_build_app_accepts_the_raw_serve_config_args() -> None:
     assert AppConfig.model_validate({"models": [deployment.init_args[0]]}).models[0].name == MODEL["name"]
 
 
+def test_two_models_get_a_deployment_each_behind_the_gateway_and_one_model_goes_without_it() -> None:
+    other = {**MODEL, "name": "qwen", "accelerator_type": "A100", "autoscaling": {"max_replicas": 2}}
+    gateway = build_app({"models": [MODEL, other]})._bound_deployment  # type: ignore[arg-type]
+    assert gateway.name == "FailoverGateway"
+    (routes, _, _) = gateway.init_args
+    assert [names for names, _ in routes] == [[MODEL["name"]], ["qwen"]]
+    models = [app._bound_deployment for _, app in routes]
+    names = [deployment_name(ModelConfig.model_validate(m)) for m in (MODEL, other)]
+    assert [m.name for m in models] == names
+    assert [m.ray_actor_options["resources"] for m in models] == [
+        {"accelerator_type:L4": 0.001},
+        {"accelerator_type:A100": 0.001},
+    ]
+    # A gateway replica takes what every model's replicas can, at their most.
+    assert gateway._deployment_config.max_ongoing_requests == 128 * 4 + 128 * 2
+    single = build_app({"models": [MODEL]})._bound_deployment  # type: ignore[arg-type]
+    assert single.name == deployment_name(ModelConfig.model_validate(MODEL))
+
+
 def test_scaling_changes_leave_the_replicas_init_args_alone() -> None:
     """Serve applies a change of deployment options in place, but restarts every replica when its init
     args change: autoscaling and the other deployment options must not be among them."""

@@ -57,11 +57,10 @@ def test_bad_model_config_is_rejected_with_a_clear_message(change: dict, message
         AppConfig.model_validate({"models": [model]})
 
 
-def test_direct_path_serves_one_model_per_application() -> None:
+def test_both_paths_serve_several_models_behind_one_endpoint() -> None:
     two = MINIMAL["models"] + [{**MINIMAL["models"][0], "name": "other"}]
-    with pytest.raises(ValidationError, match="exactly one model"):
-        AppConfig.model_validate({"models": two})
-    assert len(AppConfig.model_validate({"engine_path": "ray_serve_llm", "models": two}).models) == 2
+    for engine_path in ("direct", "ray_serve_llm"):
+        assert len(AppConfig.model_validate({"engine_path": engine_path, "models": two}).models) == 2
 
 
 def test_model_names_are_unique() -> None:

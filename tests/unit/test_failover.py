@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.exceptions import ActorDiedError
 from rayvllm.http.asgi import Message, Receive, Scope, Send, forward_asgi
-from rayvllm.serve.gateway import LOST_REPLICA_EVENT, FailoverApp, Relay, is_replica_loss
+from rayvllm.serve.gateway import LOST_REPLICA_EVENT, FailoverApp, ModelRoutes, Relay, is_replica_loss
 
 START_JSON = {
     "type": "http.response.start",
@@ -59,17 +60,23 @@ class FakeReplicas:
         return replay()
 
 
-def run_gateway(replicas: FakeReplicas) -> list[Message]:
+def run_gateway(
+    replicas: FakeReplicas | ModelRoutes,
+    body: bytes = b"{}",
+    method: str = "POST",
+    path: str = "/v1/completions",
+) -> list[Message]:
     sent: list[Message] = []
 
     async def receive() -> Message:
-        return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    gateway = FailoverApp(replicas, max_attempts=3, max_body_bytes=None)
-    scope = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
+    routes = replicas if isinstance(replicas, ModelRoutes) else ModelRoutes([(["m"], replicas)])
+    gateway = FailoverApp(routes, max_attempts=3, max_body_bytes=None)
+    scope = {"type": "http", "method": method, "path": path, "headers": []}
     asyncio.run(gateway(scope, receive, send))
     return sent
 
@@ -115,3 +122,38 @@ def test_relay_holds_a_non_streamed_response_until_finished() -> None:
 
     asyncio.run(go())
     assert len(sent) == 2
+
+
+def answer(text: bytes, status: int = 200) -> list[Any]:
+    return [{**START_JSON, "status": status}, {"type": "http.response.body", "body": text}]
+
+
+def test_the_request_goes_to_the_model_its_body_names_and_anything_else_to_the_first() -> None:
+    a, b = FakeReplicas(*[answer(b"a")] * 4), FakeReplicas(answer(b"b"))
+    routes = ModelRoutes([(["model-a", "adapter-of-a"], a), (["model-b"], b)])
+    assert run_gateway(routes, b'{"model": "model-b"}')[1]["body"] == b"b"
+    assert run_gateway(routes, b'{"model": "adapter-of-a"}')[1]["body"] == b"a"
+    # Unknown, missing, not a string, not JSON: the first model's replica (its guard, then vLLM) answers.
+    for body in (b'{"model": "nope"}', b"{}", b'{"model": 3}', b"[1]", b"\xff"):
+        assert routes.pick(body) is a
+    assert (a.calls, b.calls) == (1, 1)
+
+
+def test_one_model_never_parses_the_body() -> None:
+    only = FakeReplicas()
+    assert ModelRoutes([(["m"], only)]).pick(b"not json at all") is only
+
+
+def test_v1_models_lists_every_model_and_passes_a_refusal_on_as_it_is() -> None:
+    def listing(name: str) -> list[Any]:
+        return answer(json.dumps({"object": "list", "data": [{"id": name}]}).encode())
+
+    routes = ModelRoutes([(["a"], FakeReplicas(listing("a"))), (["b"], FakeReplicas(listing("b")))])
+    sent = run_gateway(routes, b"", method="GET", path="/v1/models")
+    assert sent[0]["status"] == 200
+    assert [m["id"] for m in json.loads(sent[1]["body"])["data"]] == ["a", "b"]
+
+    refused = answer(b'{"error": {"code": 401}}', status=401)
+    routes = ModelRoutes([(["a"], FakeReplicas(refused)), (["b"], FakeReplicas(listing("b")))])
+    sent = run_gateway(routes, b"", method="GET", path="/v1/models")
+    assert (sent[0]["status"], sent[1]["body"]) == (401, b'{"error": {"code": 401}}')

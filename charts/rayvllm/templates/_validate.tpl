@@ -109,9 +109,6 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (eq $values.app.engine_path "direct") (ne (len $values.app.models) 1) }}
-- app.engine_path: `direct` serves exactly one model, but app.models has {{ len $values.app.models }}; use engine_path `ray_serve_llm`, or one release per model.
-{{- end }}
 {{- /* What AppConfig accepts on the `direct` path only; apiKeys.existingSecret is checked in rayvllm.validate.apiKeys. */}}
 {{- if ne (toString $values.app.engine_path) "direct" }}
 {{- with dig "auth" "api_keys_dir" "" $values.app }}

@@ -1,4 +1,8 @@
-"""The optional failover gateway: requests survive a model replica that dies (spot preemption).
+"""The gateway: one endpoint for several models, and requests that survive a model replica that dies.
+
+With more than one model, the gateway is the ingress in front of every model's deployment and picks the
+deployment by the `model` field of the request's JSON body, as OpenAI clients expect. With one model it is
+the optional failover gateway (`failover.enabled`); the JSON body is then never parsed.
 
 Ray Serve's router retries a request only while choosing a replica; once a replica has accepted it, the
 replica's death fails the request (a 500, or a stream cut mid-way). The gateway is a small ingress
@@ -9,12 +13,13 @@ ASGI messages back), and when the replica dies:
 - a non-streamed request, or a stream that has sent nothing yet, is retried on another replica;
 - a stream already under way ends with `data: {"error": ...}` and `data: [DONE]`, never a hang.
 
-The cost is one more Serve hop per request and per streamed chunk, which is why it is opt-in
-(`failover.enabled`).
+The cost is one more Serve hop per request and per streamed chunk, which is why a single model goes
+without it unless `failover.enabled` asks for it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -41,21 +46,44 @@ def is_replica_loss(error: BaseException) -> bool:
     return isinstance(error, RayActorError) or isinstance(cause, RayActorError)
 
 
-class FailoverGateway:
-    """The ingress deployment of a failover app; `replicas` is a handle to the model deployment."""
+class ModelRoutes:
+    """Which model deployment serves a request. `models` pairs each deployment's handle with the names it
+    serves (the model's, then its LoRA adapters'); the first model is the default."""
 
-    def __init__(self, replicas: Any, max_attempts: int = 3, max_body_bytes: int | None = None) -> None:
-        self._app = FailoverApp(replicas.options(stream=True), max_attempts, max_body_bytes)
+    def __init__(self, models: list[tuple[list[str], Any]]) -> None:
+        self.handles = [handle for _, handle in models]
+        self._by_name = {name: handle for names, handle in models for name in names}
+
+    def pick(self, body: bytes) -> Any:
+        """The deployment the body's `model` names. A body without one, or naming no model here, goes to the
+        first model, whose guard checks the API key before vLLM answers its own 404 for an unknown model."""
+        if len(self.handles) == 1:
+            return self.handles[0]
+        try:
+            name = json.loads(body).get("model") if body else None
+        except (ValueError, AttributeError):  # not JSON, or not an object: vLLM answers it
+            name = None
+        return self._by_name.get(name, self.handles[0]) if isinstance(name, str) else self.handles[0]
+
+
+class FailoverGateway:
+    """The gateway's ingress deployment; `models` pairs each model deployment's handle with its names."""
+
+    def __init__(
+        self, models: list[tuple[list[str], Any]], max_attempts: int = 3, max_body_bytes: int | None = None
+    ) -> None:
+        routes = ModelRoutes([(names, handle.options(stream=True)) for names, handle in models])
+        self._app = FailoverApp(routes, max_attempts, max_body_bytes)
 
     def __serve_build_asgi_app__(self) -> FailoverApp:
         return self._app
 
 
 class FailoverApp:
-    """The gateway's ASGI app: forwards each request, retrying it while a retry is invisible."""
+    """The gateway's ASGI app: forwards each request to its model, retrying it while a retry is invisible."""
 
-    def __init__(self, replicas: Any, max_attempts: int, max_body_bytes: int | None) -> None:
-        self._replicas = replicas
+    def __init__(self, routes: ModelRoutes, max_attempts: int, max_body_bytes: int | None) -> None:
+        self._routes = routes
         self._max_attempts = max_attempts
         self._max_body_bytes = max_body_bytes
 
@@ -72,10 +100,14 @@ class FailoverApp:
             await reject(scope, send, rejected)
             return
         request = {"scope": {k: scope[k] for k in FORWARDED_SCOPE_KEYS if k in scope}, "body": body}
+        if len(self._routes.handles) > 1 and scope["method"] == "GET" and scope["path"] == MODELS_PATH:
+            await self._list_every_model(request, send)
+            return
+        replicas = self._routes.pick(body)
         for attempt in range(1, self._max_attempts + 1):
             relay = Relay(send)
             try:
-                async for message in self._replicas.forward.remote(request):
+                async for message in replicas.forward.remote(request):
                     await relay.send(message)
                 await relay.finish()
                 return
@@ -90,6 +122,37 @@ class FailoverApp:
             503, "Every replica tried was lost; retry the request.", "ServiceUnavailableError"
         )
         await reject(scope, send, lost)
+
+    async def _list_every_model(self, request: dict[str, Any], send: Send) -> None:
+        """`/v1/models` of every model deployment in one list. Each replica's guard checks the key: the first
+        answer that is not a 200 goes back as it is."""
+        listed: list[Any] = []
+        for handle in self._routes.handles:
+            start, body = await _collect(handle.forward.remote(request))
+            if start.get("status") != 200:
+                await send(start)
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            listed += json.loads(body).get("data", [])
+        merged = json.dumps({"object": "list", "data": listed}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(merged)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": merged, "more_body": False})
+
+
+MODELS_PATH = "/v1/models"
+
+
+async def _collect(messages: Any) -> tuple[Message, bytes]:
+    """A forwarded response as its start message and its whole body."""
+    start: Message = {}
+    body = b""
+    async for message in messages:
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+    return start, body
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

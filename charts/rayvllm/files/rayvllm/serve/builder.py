@@ -21,15 +21,23 @@ def build_app(args: AppConfig) -> Application:
         from rayvllm.serve.ray_serve_llm import build_ray_serve_llm_app
 
         return build_ray_serve_llm_app(config)
-    (model,) = config.models
-    replica_args = (
+    if len(config.models) == 1 and not config.failover.enabled:
+        # The fast path: the model's replicas are the ingress, one hop from the proxy.
+        (model,) = config.models
+        return _model_deployment(model, ingress=True).bind(*_replica_args(config, model))
+    models = [
+        (model.served_names, _model_deployment(model, ingress=False).bind(*_replica_args(config, model)))
+        for model in config.models
+    ]
+    return _gateway_app(config, models)
+
+
+def _replica_args(config: AppConfig, model: ModelConfig) -> tuple[dict[str, Any], ...]:
+    return (
         replica_model(model),
         config.auth.model_dump(mode="json"),
         config.limits.model_dump(mode="json"),
     )
-    if config.failover.enabled:
-        return _failover_app(config, _model_deployment(model, ingress=False).bind(*replica_args))
-    return _model_deployment(model, ingress=True).bind(*replica_args)
 
 
 def _model_deployment(model: ModelConfig, ingress: bool) -> Any:
@@ -41,8 +49,8 @@ def _model_deployment(model: ModelConfig, ingress: bool) -> Any:
     return serve.deployment(server, **deployment_options(model))
 
 
-def _failover_app(config: AppConfig, replicas: Any) -> Application:
-    """The failover gateway as the ingress, in front of the model replicas (see rayvllm.serve.gateway)."""
+def _gateway_app(config: AppConfig, models: list[tuple[list[str], Any]]) -> Application:
+    """The gateway as the ingress, in front of every model's replicas (see rayvllm.serve.gateway)."""
     from ray import serve
 
     from rayvllm.serve.gateway import FailoverGateway
@@ -52,7 +60,10 @@ def _failover_app(config: AppConfig, replicas: Any) -> Application:
         "name": "FailoverGateway",
         "num_replicas": failover.gateway_replicas,
         "ray_actor_options": {"num_cpus": failover.gateway_num_cpus},
-        "max_ongoing_requests": config.models[0].max_ongoing_requests,
+        # Every model's replicas at once may be busy through one gateway replica.
+        "max_ongoing_requests": sum(
+            m.max_ongoing_requests * m.autoscaling.max_replicas for m in config.models
+        ),
     }
     gateway: Any = serve.deployment(serve.ingress()(FailoverGateway), **options)
-    return gateway.bind(replicas, failover.max_attempts, config.limits.max_request_body_bytes)
+    return gateway.bind(models, failover.max_attempts, config.limits.max_request_body_bytes)
