@@ -328,3 +328,14 @@ def test_dashboard_variables_list_values(
             timeout=30,
         )
         assert response.json()["data"], f"{variable.dashboard}: ${variable.variable} lists no values"
+
+
+def test_engine_series_carry_the_replica_id_of_the_replica_whose_engine_they_measure(
+    live: LivePrometheus,
+) -> None:
+    """The replica hands vLLM's stats to an actor of its own that records them (rayvllm.serve.engine_metrics);
+    the series must still name the Serve replica, as vLLM's Ray logger tags them inside one."""
+    engine = {series["metric"].get("ReplicaId", "") for series in live.query("ray_vllm_num_requests_running")}
+    serve = {series["metric"]["replica"] for series in live.query('{__name__=~"ray_serve_.+", replica!=""}')}
+    assert engine and "" not in engine, engine
+    assert engine <= serve, (engine, serve)

@@ -43,14 +43,15 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
     from vllm.entrypoints.openai.api_server import build_app, init_app_state
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
-    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    from rayvllm.serve.engine_metrics import forwarding_stat_logger
 
     engine_args = AsyncEngineArgs.from_cli_args(args)
     vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
     engine = AsyncLLM.from_vllm_config(
         vllm_config,
         usage_context=UsageContext.OPENAI_API_SERVER,
-        stat_loggers=stat_loggers(engine_args.disable_log_stats, RayPrometheusStatLogger),
+        stat_loggers=stat_loggers(engine_args.disable_log_stats, forwarding_stat_logger()),
         enable_log_requests=engine_args.enable_log_requests,
         disable_log_stats=engine_args.disable_log_stats,
     )
@@ -66,7 +67,8 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
 
 
 def stat_loggers(disable_log_stats: bool, ray_logger: Any) -> list[Any] | None:
-    """Engine metrics go out through Ray's metrics agent as ray_vllm_*, on every Ray pod's port 8080.
+    """Engine metrics go out through Ray's metrics agent as ray_vllm_*, on every Ray pod's port 8080, recorded
+    by an actor beside the replica (rayvllm.serve.engine_metrics).
 
     None when stats are off: vLLM turns stats back on for any stat logger it is given.
     """
