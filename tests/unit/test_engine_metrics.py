@@ -50,3 +50,17 @@ def test_stats_go_to_the_sink_in_batches_once_a_second(monkeypatch: pytest.Monke
     assert len(sink.batches) == 2  # no empty batch
     forwarder.record_sleep_state(1, 2)
     assert sink.calls == [("log_engine_initialized",), ("record_sleep_state", 1, 2)]
+
+
+def test_inline_mode_gives_vllm_its_own_ray_logger_for_the_benchmarks_comparison(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rayvllm.bench.servers import ServerVariant
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    monkeypatch.delenv(engine_metrics.MODE_ENV, raising=False)
+    assert engine_metrics.stat_logger_class().__name__ == "RayMetricsForwarder"
+    env = ServerVariant.parse("rayvllm+inlinestats").replica_env()
+    assert env == {engine_metrics.MODE_ENV: "inline"}
+    monkeypatch.setenv(engine_metrics.MODE_ENV, "inline")
+    assert engine_metrics.stat_logger_class() is RayPrometheusStatLogger

@@ -38,6 +38,7 @@ from rayvllm.procs import (
     wait_port_free,
     wait_until_serving,
 )
+from rayvllm.serve.engine_metrics import MODE_ENV
 from rayvllm.serve.vllm_args import vllm_flags
 
 SERVER_NAMES = ("vllm", "rayvllm", "ray_serve_llm")
@@ -54,6 +55,8 @@ RAYVLLM_FLAGS = {
     "x2": "two replicas of one GPU each, behind the same endpoint; loads are scaled by two",
     "nostats": "the engine without stat loggers (disable_log_stats): what recording vLLM's metrics into "
     "Ray's metrics costs the replica",
+    "inlinestats": "vLLM's Ray stat logger in the replica itself (RAYVLLM_ENGINE_METRICS=inline), as before "
+    "the replica handed its stats to an actor beside it (rayvllm.serve.engine_metrics): what that move saves",
     "nice15": "RAY_worker_niceness=15, Ray's default: the replica and the engine process it starts yield to "
     "every other process (rayvllm runs them at 0)",
     "omp": "OMP_NUM_THREADS as bare vLLM has it (one per physical core) instead of the 1 that Ray gives a "
@@ -154,11 +157,12 @@ class ServerVariant:
 
     def replica_env(self) -> dict[str, str]:
         """Environment of the replica actor (and the engine process it starts)."""
-        if "omp" not in self.flags:
-            return {}
-        import psutil
+        env = {MODE_ENV: "inline"} if "inlinestats" in self.flags else {}
+        if "omp" in self.flags:
+            import psutil
 
-        return {"OMP_NUM_THREADS": str(psutil.cpu_count(logical=False) or os.cpu_count() or 1)}
+            env["OMP_NUM_THREADS"] = str(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+        return env
 
     def engine_args(self, engine_args: dict[str, Any]) -> dict[str, Any]:
         if "nostats" in self.flags:

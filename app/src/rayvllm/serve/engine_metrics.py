@@ -10,10 +10,14 @@ own logger: the same series, labels (the replica's ReplicaId included) and bucke
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 FLUSH_INTERVAL_S = 1.0
+# `inline`: record in the replica, as vLLM's Ray logger does by itself; for the benchmark's comparison
+# (`rayvllm+inlinestats`), not a deployment setting.
+MODE_ENV = "RAYVLLM_ENGINE_METRICS"
 
 
 class EngineMetricsSink:
@@ -44,6 +48,16 @@ def start_sink(vllm_config: Any, engine_indexes: list[int]) -> Any:
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(num_cpus=0)(EngineMetricsSink).options(scheduling_strategy=here)
     return actor.remote(vllm_config, engine_indexes, _get_replica_id() or "")
+
+
+def stat_logger_class() -> type:
+    """The stat logger class the replica gives vLLM: the forwarder, or vLLM's own Ray logger with
+    RAYVLLM_ENGINE_METRICS=inline."""
+    if os.environ.get(MODE_ENV) == "inline":
+        from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+        return RayPrometheusStatLogger
+    return forwarding_stat_logger()
 
 
 def forwarding_stat_logger(start: Any = start_sink) -> type:

@@ -44,14 +44,14 @@ async def start_vllm(args: argparse.Namespace) -> tuple[Engine, Any]:
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 
-    from rayvllm.serve.engine_metrics import forwarding_stat_logger
+    from rayvllm.serve.engine_metrics import stat_logger_class
 
     engine_args = AsyncEngineArgs.from_cli_args(args)
     vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
     engine = AsyncLLM.from_vllm_config(
         vllm_config,
         usage_context=UsageContext.OPENAI_API_SERVER,
-        stat_loggers=stat_loggers(engine_args.disable_log_stats, forwarding_stat_logger()),
+        stat_loggers=stat_loggers(engine_args.disable_log_stats, stat_logger_class()),
         enable_log_requests=engine_args.enable_log_requests,
         disable_log_stats=engine_args.disable_log_stats,
     )
