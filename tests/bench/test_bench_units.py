@@ -696,12 +696,17 @@ def test_interleaved_summary_reports_gpu_idle_time_against_bare() -> None:
     for name, idle in (("vllm", 2.0), ("rayvllm", 5.5)):
         for entry in servers[name]["rounds"]:
             entry["runs"][0].update(duration_s=30.0 + idle, gpu={"busy_s": 30.0, "idle_s": idle})
-    summary = interleave.summarize(servers, ["10@256"])
+    summary = interleave.summarize(servers, ["10@256", "10@1"])
     entry = summary["loads"]["10@256"]
     assert entry["servers"]["rayvllm"]["gpu_busy_s"]["median"] == 30.0
     assert entry["vs_bare"]["rayvllm"]["gpu_idle_s"]["median"] == 3.5
     assert entry["vs_bare"]["rayvllm"]["gpu_busy_s"]["median"] == 1.0
+    # The GPU's idle time is a difference in seconds, not in TTFT's milliseconds.
+    assert entry["vs_bare"]["rayvllm"]["gpu_idle_s"]["verdict"] == "+3.50 s: worse, beyond bare's spread"
     bundle = {"interleaved": {**summary, "rounds_run": 2}, "servers": servers}
     lines = interleave.markdown(bundle)
     row = "| rayvllm | 35.50 [35.50-35.50] | 30.00 [30.00-30.00] | 5.50 [5.50-5.50] | 3.50 [3.50-3.50] |"
     assert row in lines
+    bare_lines = [line for line in lines if line.startswith("Bare vLLM over")]
+    assert "GPU idle s 2.00 [2.00-2.00], spread **0.00 s**" in bare_lines[0]
+    assert "GPU" not in bare_lines[1]  # 10@1 ran without the GPU's time: no n/a cells for it

@@ -38,18 +38,19 @@ from rayvllm.bench import report
 
 BASELINE = "vllm"
 
-# (key, label, how to read it off a load's summary, "ratio" or "delta" against bare vLLM, higher is better)
-Metric = tuple[str, str, Callable[[dict[str, Any]], float | None], str, bool]
+# (key, label, how to read it off a load's summary, "ratio" or "delta" against bare vLLM, higher is better,
+# the unit of a delta and of its spread)
+Metric = tuple[str, str, Callable[[dict[str, Any]], float | None], str, bool, str]
 METRICS: tuple[Metric, ...] = (
-    ("output_throughput", "output tok/s", lambda run: run["output_throughput"], "ratio", True),
-    ("tpot_p50", "TPOT p50 ms", lambda run: run["tpot_ms"]["p50"], "ratio", False),
-    ("ttft_p50", "TTFT p50 ms", lambda run: run["ttft_ms"]["p50"], "delta", False),
-    ("itl_p50", "ITL p50 ms", lambda run: run["itl_ms"]["p50"], "ratio", False),
-    ("duration_s", "duration s", lambda run: run.get("duration_s"), "ratio", False),
+    ("output_throughput", "output tok/s", lambda run: run["output_throughput"], "ratio", True, "tok/s"),
+    ("tpot_p50", "TPOT p50 ms", lambda run: run["tpot_ms"]["p50"], "ratio", False, "ms"),
+    ("ttft_p50", "TTFT p50 ms", lambda run: run["ttft_ms"]["p50"], "delta", False, "ms"),
+    ("itl_p50", "ITL p50 ms", lambda run: run["itl_ms"]["p50"], "ratio", False, "ms"),
+    ("duration_s", "duration s", lambda run: run.get("duration_s"), "ratio", False, "s"),
     # NVML's busy time of the GPU during the run (the first load's only): the rest of its duration, the
     # GPU waited for the host.
-    ("gpu_busy_s", "GPU busy s", lambda run: (run.get("gpu") or {}).get("busy_s"), "ratio", False),
-    ("gpu_idle_s", "GPU idle s", lambda run: (run.get("gpu") or {}).get("idle_s"), "delta", False),
+    ("gpu_busy_s", "GPU busy s", lambda run: (run.get("gpu") or {}).get("busy_s"), "ratio", False, "s"),
+    ("gpu_idle_s", "GPU idle s", lambda run: (run.get("gpu") or {}).get("idle_s"), "delta", False, "s"),
 )
 NO_DIFFERENCE = "no difference measured"
 
@@ -102,14 +103,14 @@ def summarize(servers: dict[str, dict[str, Any]], loads: list[str]) -> dict[str,
         runs = {name: _round_runs(record, load) for name, record in servers.items()}
         for name, by_round in runs.items():
             entry: dict[str, Any] = {"rounds": sorted(by_round)}
-            for key, _, read, _, _ in METRICS:
+            for key, _, read, _, _, _ in METRICS:
                 entry[key] = _stats([v for r in sorted(by_round) if (v := read(by_round[r])) is not None])
             per_server[name] = entry
         spread: dict[str, Any] = {}
         vs_bare: dict[str, Any] = {}
         if bare is not None:
             bare_runs = runs[BASELINE]
-            for key, _, _, kind, _ in METRICS:
+            for key, _, _, kind, _, _ in METRICS:
                 stats = per_server[BASELINE][key]
                 if len(stats["values"]) < 2:
                     spread[key] = None
@@ -121,7 +122,7 @@ def summarize(servers: dict[str, dict[str, Any]], loads: list[str]) -> dict[str,
                 if name == BASELINE:
                     continue
                 mine: dict[str, Any] = {}
-                for key, _, read, kind, higher_better in METRICS:
+                for key, _, read, kind, higher_better, unit in METRICS:
                     pairs = []
                     for r in sorted(set(by_round) & set(bare_runs)):
                         value, base = read(by_round[r]), read(bare_runs[r])
@@ -130,14 +131,16 @@ def summarize(servers: dict[str, dict[str, Any]], loads: list[str]) -> dict[str,
                         pairs.append(round(value / base if kind == "ratio" else value - base, 4))
                     stats = _stats(pairs)
                     stats["rounds"] = [r for r in sorted(set(by_round) & set(bare_runs))]
-                    stats["verdict"] = verdict(stats["median"], spread[key], kind, higher_better)
+                    stats["verdict"] = verdict(stats["median"], spread[key], kind, higher_better, unit)
                     mine[key] = stats
                 vs_bare[name] = mine
         result["loads"][load] = {"servers": per_server, "bare_spread": spread, "vs_bare": vs_bare}
     return result
 
 
-def verdict(median: float | None, spread: float | None, kind: str, higher_better: bool) -> str:
+def verdict(
+    median: float | None, spread: float | None, kind: str, higher_better: bool, unit: str = "ms"
+) -> str:
     """ "no difference measured" inside bare vLLM's spread; else which way, and by how much."""
     if median is None:
         return "n/a"
@@ -150,7 +153,7 @@ def verdict(median: float | None, spread: float | None, kind: str, higher_better
     else:
         if abs(median) <= spread:
             return NO_DIFFERENCE
-        change = f"{median:+.2f} ms"
+        change = f"{median:+.2f} {unit}"
     better = (median > (1 if kind == "ratio" else 0)) == higher_better
     return f"{change}: {'better' if better else 'worse'}, beyond bare's spread"
 
@@ -373,12 +376,14 @@ def markdown(bundle: dict[str, Any]) -> list[str]:
         lines += [f"## {load} (prompts@concurrency)", ""]
         if bare:
             cells = []
-            for key, label, _, kind, _ in METRICS:
+            for key, label, _, kind, _, unit in METRICS:
+                if not bare[key]["values"]:
+                    continue  # not measured for this load (the GPU's time: the first load's only, GPUs only)
                 value = spread.get(key)
                 shown = (
                     "n/a"
                     if value is None
-                    else (f"{value * 100:.1f}%" if kind == "ratio" else f"{value:.2f} ms")
+                    else (f"{value * 100:.1f}%" if kind == "ratio" else f"{value:.2f} {unit}")
                 )
                 cells.append(f"{label} {_range(bare[key], 2)}, spread **{shown}**")
             lines += [
