@@ -112,7 +112,7 @@ def tiny_config(model_dir: Path, **model_overrides: object) -> dict:
         "env": dict(TINY_LLAMA_CPU_ENV),
     }
     model.update(model_overrides)
-    return {"engine_path": "direct", "models": [model]}
+    return {"models": [model]}
 
 
 def wait_until_metered_by_model(stack: Stack, key_id: str, expected: dict[str, float], what: str) -> None:

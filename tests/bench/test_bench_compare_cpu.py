@@ -1,8 +1,7 @@
 """Compare mode end to end on CPU: bare vLLM and rayvllm started, readied, benchmarked and stopped in turn.
 
 It checks the bundle, not the ratios: those are benchmark figures (bench/cpu-compare.sh, docs/benchmarks.md).
-Ray Serve LLM and the transformers baseline stay out to keep CI short: the first has its own integration test
-(tests/integration/test_ray_serve_llm_path.py), and both run in bench/cpu-compare.sh.
+Ray Serve LLM and the transformers baseline stay out to keep CI short: both run in bench/cpu-compare.sh.
 """
 
 from __future__ import annotations

@@ -20,11 +20,6 @@ DEFAULTS = load_values(CHART, [])
 QWEN = DEFAULTS["app"]["models"][0]
 NAME = QWEN["name"]
 GROUP = DEFAULTS["workerGroups"][0]
-# A volume for a hand-set app.auth.api_keys_dir, so that only the engine path is wrong.
-KEYS_VOLUME = {
-    "volumes": [{"name": "keys", "csi": {"driver": "secrets-store.csi.k8s.io"}}],
-    "volumeMounts": [{"name": "keys", "mountPath": "/keys"}],
-}
 
 
 class Case(NamedTuple):
@@ -33,21 +28,16 @@ class Case(NamedTuple):
     app: str | None = None  # what AppConfig's error says, None when it accepts the args
 
 
-def models(*models: dict[str, Any], engine_path: str = "direct") -> dict[str, Any]:
-    return {"app": {"engine_path": engine_path, "models": list(models)}}
+def models(*models: dict[str, Any]) -> dict[str, Any]:
+    return {"app": {"models": list(models)}}
 
 
 def qwen_engine(**engine: Any) -> dict[str, Any]:
     return merge_values(QWEN, {"engine": engine})
 
 
-def on_ray_serve_llm(**app: Any) -> dict[str, Any]:
-    return {"app": {"engine_path": "ray_serve_llm", **app}}
-
-
 QWEN_B = {**QWEN, "name": "qwen-b"}
 LORA = {"adapters": [{"name": "qwen-sql", "source": "org/qwen-sql-lora"}]}
-DIRECT_ONLY = "auth, limits and failover work on engine_path 'direct' only"
 BOUNDS = "autoscaling.min_replicas must not exceed autoscaling.max_replicas"
 
 
@@ -61,7 +51,6 @@ def bounds_error(low: int, high: int) -> str:
 
 CASES = {
     "the defaults": Case({}),
-    "two models on ray_serve_llm": Case(models(QWEN, QWEN_B, engine_path="ray_serve_llm")),
     "min_replicas equal to max_replicas": Case(
         models({**QWEN, "autoscaling": {"min_replicas": 2, "max_replicas": 2}})
     ),
@@ -71,7 +60,7 @@ CASES = {
     "modelOverrides that raise both bounds": Case(
         {"modelOverrides": {"autoscaling": {"min_replicas": 3, "max_replicas": 3}}}
     ),
-    "API keys, input limits and the failover gateway on direct": Case(
+    "API keys, input limits and the failover gateway": Case(
         {
             "apiKeys": {"existingSecret": "llm-api-keys"},
             "app": {"limits": {"max_tokens_cap": 1024}, "failover": {"enabled": True}},
@@ -79,11 +68,16 @@ CASES = {
     ),
     "no tool choice and no tool-call parser": Case(models({**QWEN, "openai": {}})),
     "two models that share a name": Case(
-        models(QWEN, QWEN, engine_path="ray_serve_llm"),
+        models(QWEN, QWEN),
         chart=f"app.models[1] ({NAME}): the name is used twice",
         app="models[].name must be unique",
     ),
-    "two models on direct": Case(models(QWEN, QWEN_B)),
+    "two models": Case(models(QWEN, QWEN_B)),
+    "the retired engine_path": Case(
+        {"app": {"engine_path": "ray_serve_llm"}},
+        chart="at '/app': additional properties 'engine_path' not allowed",
+        app="engine_path\n  Extra inputs are not permitted",
+    ),
     "no model": Case(
         models(), chart="at '/app/models': minItems", app="models\n  List should have at least 1"
     ),
@@ -106,26 +100,6 @@ CASES = {
         {"modelOverrides": {"autoscaling": {"min_replicas": 5}}},
         chart=bounds_error(5, 2),
         app=BOUNDS,
-    ),
-    "API keys from a Secret on ray_serve_llm": Case(
-        {**models(QWEN, engine_path="ray_serve_llm"), "apiKeys": {"existingSecret": "llm-api-keys"}},
-        chart="apiKeys.existingSecret: API keys are enforced on app.engine_path `direct` only",
-        app=DIRECT_ONLY,
-    ),
-    "a hand-set API keys directory on ray_serve_llm": Case(
-        {**on_ray_serve_llm(auth={"api_keys_dir": "/keys"}), "pod": KEYS_VOLUME},
-        chart="app.auth.api_keys_dir: /keys, but API keys are enforced on app.engine_path `direct` only",
-        app=DIRECT_ONLY,
-    ),
-    "input limits on ray_serve_llm": Case(
-        on_ray_serve_llm(limits={"max_tokens_cap": 1024}),
-        chart="app.limits: set (max_tokens_cap), but input limits work on app.engine_path `direct` only",
-        app=DIRECT_ONLY,
-    ),
-    "the failover gateway on ray_serve_llm": Case(
-        on_ray_serve_llm(failover={"enabled": True}),
-        chart="app.failover.enabled: true, but the failover gateway runs on app.engine_path `direct` only",
-        app=DIRECT_ONLY,
     ),
     "tool choice without a tool-call parser": Case(
         models({**QWEN, "openai": {"enable_auto_tool_choice": True}}),
@@ -161,7 +135,6 @@ CASES = {
         models(
             {**QWEN, "lora": {"adapters": [{"name": "qwen-b", "source": "org/lora"}]}},
             QWEN_B,
-            engine_path="ray_serve_llm",
         ),
         chart="app.models[1] (qwen-b): the name is used twice",
         app="models[].name must be unique",
@@ -175,11 +148,6 @@ CASES = {
         models({**QWEN, "lora": {**LORA, "max_lora_rank": 24}}),
         chart="at '/app/models/0/lora/max_lora_rank'",
         app="models.0.lora.max_lora_rank",
-    ),
-    "LoRA on ray_serve_llm": Case(
-        models({**QWEN, "lora": LORA}, engine_path="ray_serve_llm"),
-        chart=f"app.models[0] ({NAME}): lora is set, but LoRA adapters are served on app.engine_path",
-        app="lora works on engine_path 'direct' only",
     ),
     "an adapter": Case(models({**QWEN, "lora": LORA})),
     "a model name that clients cannot send": Case(
@@ -228,10 +196,8 @@ def test_every_app_rule_that_the_chart_repeats_has_a_failing_case() -> None:
     assert {
         "models[].name must be unique",
         BOUNDS,
-        DIRECT_ONLY,
         "openai.enable_auto_tool_choice needs openai.tool_call_parser",
         "lora.max_cpu_loras must be at least lora.max_loras",
-        "lora works on engine_path 'direct' only",
     } <= messages
 
 

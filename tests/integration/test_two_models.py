@@ -34,7 +34,7 @@ def two_model_stack(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
     # Two replicas and the gateway on a 2-core machine: half a Ray CPU each.
     first = tiny_config(tiny_model_dir, num_cpus=0.5)["models"][0]
     second = tiny_config(other_dir, name=MODEL_B, num_cpus=0.5)["models"][0]
-    config = {"engine_path": "direct", "models": [first, second]}
+    config = {"models": [first, second]}
     stack = start_keyed_stack(config, {KEY_ID: KEY, METER_KEY_ID: METER_KEY}, tmp_path_factory, "two-model")
     yield stack
     assert not stop_stack(stack), "processes left after stopping rayvllm serve"

@@ -76,35 +76,6 @@ def test_scaling_changes_leave_the_replicas_init_args_alone() -> None:
     assert not set(before.init_args[0]) & DEPLOYMENT_OPTION_FIELDS
 
 
-def test_ray_serve_llm_path_gets_the_same_engine_and_scaling_settings() -> None:
-    from rayvllm.serve.ray_serve_llm import llm_config
-
-    model = ModelConfig.model_validate(
-        {**MODEL, "engine": {**MODEL["engine"], "extra_args": {"swap_space": 2}}}
-    )
-    config = llm_config(model)
-    assert config["model_loading_config"] == {
-        "model_id": MODEL["name"],
-        "model_source": MODEL["engine"]["model"],
-    }
-    assert config["engine_kwargs"]["max_model_len"] == 8192
-    assert config["engine_kwargs"]["tensor_parallel_size"] == 2
-    assert config["engine_kwargs"]["swap_space"] == 2
-    assert config["deployment_config"]["autoscaling_config"]["max_replicas"] == 4
-    assert config["accelerator_type"] == "L4"
-    assert "placement_group_config" not in config
-
-
-def test_ray_serve_llm_path_on_cpu_asks_for_cpu_bundles() -> None:
-    from rayvllm.serve.ray_serve_llm import llm_config
-
-    config = llm_config(ModelConfig.model_validate({**MODEL, "num_gpus": 0, "accelerator_type": None}))
-    assert config["placement_group_config"] == {"bundles": [{"CPU": 1}]}
-    assert config["runtime_env"] == {"env_vars": {"HF_HOME": "/cache/hf"}}
-    assert config["log_engine_metrics"] is True
-    assert "runtime_env" not in llm_config(ModelConfig.model_validate({**MODEL, "env": {}}))
-
-
 def test_engine_stats_off_means_no_stat_logger() -> None:
     from rayvllm.serve.replica import stat_loggers
 

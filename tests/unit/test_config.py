@@ -12,7 +12,6 @@ MINIMAL = {"models": [{"name": "m", "engine": {"model": "/models/m", "max_model_
 def test_minimal_config_gets_documented_defaults() -> None:
     config = AppConfig.model_validate(MINIMAL)
     model = config.models[0]
-    assert config.engine_path == "direct"
     assert model.engine.max_num_seqs == 256
     assert model.max_ongoing_requests > model.engine.max_num_seqs
     assert model.gpus_per_replica == 1
@@ -57,26 +56,29 @@ def test_bad_model_config_is_rejected_with_a_clear_message(change: dict, message
         AppConfig.model_validate({"models": [model]})
 
 
-def test_both_paths_serve_several_models_behind_one_endpoint() -> None:
+def test_several_models_behind_one_endpoint() -> None:
     two = MINIMAL["models"] + [{**MINIMAL["models"][0], "name": "other"}]
-    for engine_path in ("direct", "ray_serve_llm"):
-        assert len(AppConfig.model_validate({"engine_path": engine_path, "models": two}).models) == 2
+    assert len(AppConfig.model_validate({"models": two}).models) == 2
+
+
+def test_the_retired_engine_path_is_refused_by_name() -> None:
+    """`engine_path` (Ray Serve LLM's router) is gone: every model is served on the one path."""
+    with pytest.raises(ValidationError, match=r"engine_path\n  Extra inputs are not permitted"):
+        AppConfig.model_validate({**MINIMAL, "engine_path": "direct"})
 
 
 def test_model_names_are_unique() -> None:
     with pytest.raises(ValidationError, match="unique"):
-        AppConfig.model_validate({"engine_path": "ray_serve_llm", "models": MINIMAL["models"] * 2})
+        AppConfig.model_validate({"models": MINIMAL["models"] * 2})
 
 
-def test_adapter_names_differ_from_every_model_name_and_need_the_direct_path() -> None:
+def test_adapter_names_differ_from_every_model_name() -> None:
     adapters = {"adapters": [{"name": "m", "source": "org/m-sql-lora"}]}
     with pytest.raises(ValidationError, match=r"differ from every lora\.adapters\[\]\.name"):
         AppConfig.model_validate({"models": [{**MINIMAL["models"][0], "lora": adapters}]})
     adapters = {"adapters": [{"name": "m-sql", "source": "org/m-sql-lora"}]}
     lora = {"models": [{**MINIMAL["models"][0], "lora": adapters}]}
     assert AppConfig.model_validate(lora).models[0].served_names == ["m", "m-sql"]
-    with pytest.raises(ValidationError, match="lora works on engine_path 'direct' only"):
-        AppConfig.model_validate({**lora, "engine_path": "ray_serve_llm"})
 
 
 def test_cpu_replica_asks_for_no_gpu() -> None:

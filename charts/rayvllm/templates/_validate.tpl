@@ -63,9 +63,6 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 {{- if and (not (kindIs "invalid" .max_cpu_loras)) (lt (int .max_cpu_loras) (int (default 1 .max_loras))) }}
 - {{ $where }}: lora.max_cpu_loras {{ .max_cpu_loras }} is less than lora.max_loras {{ default 1 .max_loras }}; the CPU cache must hold every adapter of a batch.
 {{- end }}
-{{- if ne (toString $values.app.engine_path) "direct" }}
-- {{ $where }}: lora is set, but LoRA adapters are served on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
-{{- end }}
 {{- end }}
 {{- if not $engine.max_model_len }}
 - {{ $where }}: engine.max_model_len is not set; set it explicitly (vLLM's auto-fitted length lets over-long prompts crash the engine, and the capacity check needs it).
@@ -107,18 +104,6 @@ chart cannot see: NOTES.txt warns about a spot group that tolerates no spot tain
 - {{ $where }}: does not fit one {{ $model.accelerator_type }}: it needs {{ printf "%.0f" $estimate.needMiB }} MiB per GPU (weights {{ printf "%.0f" $estimate.weightsMiB }} + KV cache {{ printf "%.0f" $estimate.kvCacheMiB }} for engine.max_model_len {{ int $engine.max_model_len }} + overhead {{ printf "%.0f" $estimate.overheadMiB }}), but engine.gpu_memory_utilization {{ default 0.9 $engine.gpu_memory_utilization }} of {{ $gpuMiB }} MiB gives {{ printf "%.0f" $estimate.budgetMiB }} MiB. {{ include "rayvllm.capacity.advice" (dict "model" $model "gpu" (toString $model.accelerator_type) "gpuMemoryMiB" $values.capacity.gpuMemoryMiB "overheadMiB" $values.capacity.overheadMiB) }}{{ if $model.lora }} LoRA adapters' memory (lora.max_loras x lora.max_lora_rank per layer) is not counted; it needs more.{{ end }}
 {{- end }}
 {{- end }}
-{{- end }}
-{{- end }}
-{{- /* What AppConfig accepts on the `direct` path only; apiKeys.existingSecret is checked in rayvllm.validate.apiKeys. */}}
-{{- if ne (toString $values.app.engine_path) "direct" }}
-{{- with dig "auth" "api_keys_dir" "" $values.app }}
-- app.auth.api_keys_dir: {{ . }}, but API keys are enforced on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
-{{- end }}
-{{- if dig "failover" "enabled" false $values.app }}
-- app.failover.enabled: true, but the failover gateway runs on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
-{{- end }}
-{{- with $values.app.limits }}
-- app.limits: set ({{ keys . | sortAlpha | join ", " }}), but input limits work on app.engine_path `direct` only, not {{ $values.app.engine_path }}.
 {{- end }}
 {{- end }}
 {{- if and $values.gcsFaultTolerance.enabled (not $values.gcsFaultTolerance.redisAddress) }}
@@ -178,9 +163,6 @@ Usage: {{- include "rayvllm.validate.apiKeys" . }}
 - app.auth.api_keys_dir: {{ $keysDir }}, but apiKeys.existingSecret is mounted at apiKeys.mountPath {{ $apiKeys.mountPath }}; leave app.auth.api_keys_dir unset (the chart sets it).
 {{- else if and $keysDir (not $apiKeys.existingSecret) (not (has $keysDir $mounted)) }}
 - app.auth.api_keys_dir: {{ $keysDir }} is set, but nothing is mounted there; set apiKeys.existingSecret to the Secret of the keys instead (or mount it yourself through pod.volumes and pod.volumeMounts).
-{{- end }}
-{{- if and $apiKeys.existingSecret (ne (toString .Values.app.engine_path) "direct") }}
-- apiKeys.existingSecret: API keys are enforced on app.engine_path `direct` only, not {{ .Values.app.engine_path }}.
 {{- end }}
 {{- if and $apiKeys.existingSecret (or (eq (trimSuffix "/" $apiKeys.mountPath) (trimSuffix "/" .Values.modelCache.mountPath)) (has $apiKeys.mountPath $mounted)) }}
 - apiKeys.mountPath: {{ $apiKeys.mountPath }} is already a mount (modelCache.mountPath or pod.volumeMounts); pick a directory of its own.

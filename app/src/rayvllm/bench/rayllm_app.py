@@ -19,20 +19,23 @@ import threading
 import time
 from typing import Any
 
-from rayvllm.serve.ray_serve_llm import llm_config_fields
-
 
 def baseline_config_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The baseline's `LLMConfig` fields: one replica, the published baseline's queue, else Ray's defaults."""
-    return llm_config_fields(
-        args.model_id,
-        args.model_source,
-        json.loads(args.engine_kwargs),
-        {"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "max_ongoing_requests": 1024},
-        # Its default placement asks for a GPU.
-        cpu_bundle=1 if args.cpu_only else None,
-        env=dict(item.split("=", 1) for item in args.env),
-    )
+    config: dict[str, Any] = {
+        "model_loading_config": {"model_id": args.model_id, "model_source": args.model_source},
+        "engine_kwargs": json.loads(args.engine_kwargs),
+        "deployment_config": {
+            "autoscaling_config": {"min_replicas": 1, "max_replicas": 1},
+            "max_ongoing_requests": 1024,
+        },
+    }
+    if args.cpu_only:
+        # Its default placement asks for a GPU; bundles without GPUs make it pick its CPU backend.
+        config["placement_group_config"] = {"bundles": [{"CPU": 1}]}
+    if args.env:
+        config["runtime_env"] = {"env_vars": dict(item.split("=", 1) for item in args.env)}
+    return config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -227,7 +227,7 @@ def rayvllm_app_config(
         model["engine"]["extra_args"] = extra
     if env:
         model["env"] = env
-    config: dict[str, Any] = {"engine_path": "direct", "models": [model]}
+    config: dict[str, Any] = {"models": [model]}
     if failover:
         config["failover"] = {"enabled": True}  # the gateway's other settings stay the chart's defaults
     AppConfig.model_validate(config)  # a schema error shows here, not minutes into a server start

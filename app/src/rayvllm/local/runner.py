@@ -71,12 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-model-len", type=int, default=4096, help="context length of the default config"
     )
     parser.add_argument(
-        "--engine-path",
-        choices=["direct", "ray_serve_llm"],
-        default="direct",
-        help="see AppConfig.engine_path",
-    )
-    parser.add_argument(
         "--num-cpus", type=int, default=max(8, os.cpu_count() or 1), help="logical CPUs Ray may schedule"
     )
     parser.add_argument(
@@ -151,10 +145,10 @@ def serve_until_stopped(config: AppConfig, args: argparse.Namespace) -> int:
 def load_config(args: argparse.Namespace) -> AppConfig:
     if args.config:
         return AppConfig.model_validate(yaml.safe_load(args.config.read_text()))
-    return default_config(args.model, args.max_model_len, args.engine_path)
+    return default_config(args.model, args.max_model_len)
 
 
-def default_config(model: str | None, max_model_len: int, engine_path: str = "direct") -> AppConfig:
+def default_config(model: str | None, max_model_len: int) -> AppConfig:
     """One model, sized for this machine: the GPU build on a GPU, small KV cache and eager mode on CPU."""
     if model is None:
         from rayvllm.local.offline_models import SMOLLM2_NAME, smollm2_dir
@@ -173,7 +167,6 @@ def default_config(model: str | None, max_model_len: int, engine_path: str = "di
         enforce_eager=not gpu,
     )
     return AppConfig(
-        engine_path=engine_path,
         models=[
             ModelConfig(
                 name=name,

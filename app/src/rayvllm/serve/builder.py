@@ -17,10 +17,6 @@ def build_app(args: AppConfig) -> Application:
     Ray Serve validates serveConfigV2's `args` against the annotation before calling this.
     """
     config = args if isinstance(args, AppConfig) else AppConfig.model_validate(args)
-    if config.engine_path == "ray_serve_llm":
-        from rayvllm.serve.ray_serve_llm import build_ray_serve_llm_app
-
-        return build_ray_serve_llm_app(config)
     if len(config.models) == 1 and not config.failover.enabled:
         # The fast path: the model's replicas are the ingress, one hop from the proxy.
         (model,) = config.models

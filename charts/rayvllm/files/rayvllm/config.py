@@ -317,12 +317,6 @@ class FailoverConfig(StrictModel):
 class AppConfig(StrictModel):
     """A rayvllm application: the `args` of its serveConfigV2 entry."""
 
-    engine_path: Literal["direct", "ray_serve_llm"] = Field(
-        "direct",
-        description="`direct`: vLLM's own OpenAI server runs inside the Serve replica, one hop from the "
-        "proxy. "
-        "`ray_serve_llm`: Ray Serve LLM's build_openai_app (router plus LLMServer deployments).",
-    )
     models: list[ModelConfig] = Field(
         min_length=1,
         description="Models served behind one endpoint, each on replicas of its own; a request's `model` "
@@ -341,9 +335,4 @@ class AppConfig(StrictModel):
             raise ValueError(
                 f"models[].name must be unique, and differ from every lora.adapters[].name, got {names}"
             )
-        direct_only = self.auth.api_keys_dir or self.limits.model_fields_set or self.failover.enabled
-        if self.engine_path != "direct" and direct_only:
-            raise ValueError("auth, limits and failover work on engine_path 'direct' only")
-        if self.engine_path != "direct" and any(m.lora for m in self.models):
-            raise ValueError("lora works on engine_path 'direct' only")
         return self
