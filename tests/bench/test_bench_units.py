@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import pytest
 import yaml
@@ -322,6 +323,28 @@ def test_rayvllm_variants_set_ray_serve_env_and_replicas(tmp_path) -> None:
     assert old_default.env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
     for bad in ("rayvllm+fast", "vllm+haproxy", "ray_serve_llm+nice15", "rayvllm+proxy+haproxy", "tgi"):
         with pytest.raises(ValueError):
+            ServerVariant.parse(bad)
+
+
+def test_a_labelled_rayvllm_runs_the_checkout_its_source_names(tmp_path, monkeypatch) -> None:
+    """`rayvllm@before` with `--source before=DIR`: two commits take turns in the same rounds."""
+    old = tmp_path / "old" / "app" / "src"
+    (old / "rayvllm").mkdir(parents=True)
+    (old / "rayvllm" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    before = plan(
+        "rayvllm+nostats@before", env={}, config_path=tmp_path / "b.yaml", sources={"before": str(old)},
+        **PLAN_ARGS,
+    )  # fmt: skip
+    assert before.env["PYTHONPATH"] == f"{old}{os.pathsep}/elsewhere"
+    assert ServerVariant.parse("rayvllm+nostats@before") == ServerVariant("rayvllm", ("nostats",), "before")
+    assert "PYTHONPATH" not in plan("rayvllm", env={}, config_path=tmp_path / "h.yaml", **PLAN_ARGS).env
+    with pytest.raises(ValueError, match="--source after=DIR"):
+        plan("rayvllm@after", env={}, config_path=tmp_path / "a.yaml", sources={}, **PLAN_ARGS)
+    with pytest.raises(ValueError, match="no rayvllm package there"):
+        plan("rayvllm@x", env={}, config_path=tmp_path / "x.yaml", sources={"x": str(tmp_path)}, **PLAN_ARGS)
+    for bad in ("vllm@before", "rayvllm@"):
+        with pytest.raises(ValueError, match="only rayvllm runs another checkout"):
             ServerVariant.parse(bad)
 
 

@@ -46,6 +46,7 @@ from rayvllm.bench.servers import (
     ServerPlan,
     ServerVariant,
     plan,
+    source_dir,
     stop_leftover,
 )
 from rayvllm.procs import NotServing
@@ -116,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "instead of starting a server of its own, e.g. rayvllm+direct=rayvllm+throughput+haproxy",
     )
     parser.add_argument(
+        "--source",
+        action="append",
+        metavar="LABEL=DIR",
+        help="the checkout that server rayvllm@LABEL runs: DIR holds its rayvllm package (a worktree's "
+        "app/src), e.g. --servers vllm,rayvllm@before,rayvllm --source before=/tmp/old/app/src",
+    )
+    parser.add_argument(
         "--restart",
         action="append",
         metavar="SERVER",
@@ -148,9 +156,12 @@ def _compare(args: argparse.Namespace) -> int:
     if args.client_processes is not None:
         scenario = dataclasses.replace(scenario, client_processes=args.client_processes)
     servers = [s for s in args.servers.split(",") if s]
+    args.sources = dict(text.partition("=")[::2] for text in args.source or [])
     for name in servers:
         try:
-            ServerVariant.parse(name)
+            variant = ServerVariant.parse(name)
+            if variant.source:
+                source_dir(variant.source, args.sources)
         except ValueError as exc:
             raise SystemExit(f"--servers: {exc}") from None
 
@@ -199,6 +210,7 @@ def _compare(args: argparse.Namespace) -> int:
             deadline,
             py_spy_s=args.py_spy_s,
             py_spy_idle=args.py_spy_idle,
+            sources=args.sources,
         )
         failures += bool(record["error"]) + sum(run["failed"] for run in record["runs"])
         report.write_json(results_dir / f"{name}.json", {**key, **record})
@@ -239,10 +251,12 @@ def bench_server(
     deadline: float | None = None,
     py_spy_s: float = 0,
     py_spy_idle: bool = False,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     variant = ServerVariant.parse(name)
     spec = plan(
         name,
+        sources=sources,
         model_name=scenario.model_name,
         model_dir=model_dir,
         engine_args=scenario.engine_args,
@@ -427,7 +441,9 @@ def load_results(key: dict[str, Any], results_dir: Path) -> tuple[dict[str, Any]
     """Per-server records (SERVER_NAMES, then rayvllm variants) and the HF record, of this same scenario."""
     servers, hf = {}, None
     names = [*SERVER_NAMES, "hf"]
-    names += sorted(path.stem for base in SERVER_NAMES for path in results_dir.glob(f"{base}+*.json"))
+    names += sorted(
+        path.stem for base in SERVER_NAMES for sep in "+@" for path in results_dir.glob(f"{base}{sep}*.json")
+    )
     for name in names:
         path = results_dir / f"{name}.json"
         if not path.is_file():

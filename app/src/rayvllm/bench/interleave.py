@@ -213,6 +213,7 @@ def run(
     for index, name in enumerate(hosts):
         spec = plan(
             name,
+            sources=args.sources,
             model_name=scenario.model_name,
             model_dir=model_dir,
             engine_args=scenario.engine_args,

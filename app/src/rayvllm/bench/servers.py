@@ -7,7 +7,9 @@
 `rayvllm` runs the local runner's serving path, which is the chart's defaults
 (`rayvllm.local.runner.serve_env`: HAProxy and Serve's throughput profile). It also runs in variants, named
 `rayvllm+FLAG[+FLAG...]` (RAYVLLM_FLAGS), so that the Ray Serve settings weighed in docs/benchmarks.md are
-measured in the same run as the bare server.
+measured in the same run as the bare server. `rayvllm@LABEL` (flags too: `rayvllm+nostats@LABEL`) runs the
+rayvllm package of another checkout, the one `--source LABEL=DIR` names, so that two commits take turns in
+the same rounds.
 
 Each server runs in its own session, so its process group is its own. It is ready when a real one-token
 completion succeeds (/v1/models answers long before the engine can serve). Stopping signals the PID we
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,10 +98,14 @@ class ServerVariant:
 
     base: str
     flags: tuple[str, ...] = ()
+    source: str | None = None  # the LABEL of `rayvllm@LABEL`: another checkout's package
 
     @classmethod
     def parse(cls, name: str) -> ServerVariant:
+        name, at, source = name.partition("@")
         base, *flags = name.split("+")
+        if at and (base != "rayvllm" or not source):
+            raise ValueError(f"{name}@{source}: only rayvllm runs another checkout, as rayvllm@LABEL")
         if base not in SERVER_NAMES:
             raise ValueError(f"unknown server {base!r}; choose from {', '.join(SERVER_NAMES)}")
         known = FLAGS[base]
@@ -114,7 +121,7 @@ class ServerVariant:
                 )
         if "proxy" in flags and "haproxy" in flags:
             raise ValueError(f"{name!r}: 'proxy' and 'haproxy' are two different request paths")
-        return cls(base, tuple(flags))
+        return cls(base, tuple(flags), source or None)
 
     @property
     def replicas(self) -> int:
@@ -246,8 +253,13 @@ def plan(
     num_gpus: int = 1,
     ray_num_cpus: int | None = None,
     ray_dashboard: bool = True,
+    sources: Mapping[str, str] | None = None,
 ) -> ServerPlan:
-    """The command line of server `name`, serving `model_dir` as `model_name` on 127.0.0.1:`port`."""
+    """The command line of server `name`, serving `model_dir` as `model_name` on 127.0.0.1:`port`.
+
+    `sources` maps the LABEL of `rayvllm@LABEL` to the directory that holds that checkout's `rayvllm`
+    package (its app/src).
+    """
     variant = ServerVariant.parse(name)
     if variant.base == "vllm":
         command = [*bare_vllm_command(model_dir), "--served-model-name", model_name]
@@ -281,6 +293,12 @@ def plan(
             ray_env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(direct_port)
             ray_env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(direct_port + 50)
         ray_env.update(haproxy_ports_env(variant))
+        if variant.source:
+            # The runner, the replicas and the engine all import rayvllm from there: Ray's workers inherit
+            # the PYTHONPATH of the process that starts the local cluster.
+            ray_env["PYTHONPATH"] = os.pathsep.join(
+                [source_dir(variant.source, sources or {}), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         endpoint_port = direct_port if "direct" in variant.flags else None
         files = {str(config_path): yaml.safe_dump(config)}
         return ServerPlan(
@@ -315,6 +333,16 @@ def plan(
             command.append("--no-dashboard")
         return ServerPlan(name, command, env=ray_env)
     raise ValueError(f"unknown server {name!r}; choose from {', '.join(SERVER_NAMES)}")
+
+
+def source_dir(label: str, sources: Mapping[str, str]) -> str:
+    """The directory of LABEL's `rayvllm` package, checked before any server starts."""
+    if label not in sources:
+        raise ValueError(f"rayvllm@{label}: give its checkout with --source {label}=DIR")
+    path = Path(sources[label]).resolve()
+    if not (path / "rayvllm" / "__init__.py").is_file():
+        raise ValueError(f"--source {label}={sources[label]}: no rayvllm package there (give app/src)")
+    return str(path)
 
 
 def haproxy_ports_env(variant: ServerVariant) -> dict[str, str]:
