@@ -81,6 +81,25 @@ def test_a_scenario_matches_itself_after_a_json_round_trip(name) -> None:
     assert "step_estimate_s" not in described
 
 
+def test_compare_mode_takes_a_shared_prefix_workload_that_fits_the_engine() -> None:
+    """`compare --shared-prefix N:LEN` (prefix-aware routing): part of the scenario, and in the header."""
+    import dataclasses
+
+    parser = argparse.ArgumentParser()
+    compare.add_arguments(parser)
+    assert parser.parse_args(["--shared-prefix", "16:2000"]).shared_prefix == (16, 2000)
+    shaped = dataclasses.replace(PRESETS["gpu-shared"], shared_prefix=(16, 2000)).describe()
+    assert shaped["shared_prefix"] == [16, 2000]
+    assert json.loads(json.dumps(shaped)) == shaped
+    assert "shared_prefix" not in PRESETS["gpu-shared"].describe()  # older bundles still match
+    assert (
+        compare.shared_prefix_note([16, 2000])
+        == "; each prompt after one of 16 shared prefixes of 2000 tokens, in turn"
+    )
+    with pytest.raises(SystemExit, match="above the preset's max_model_len 512"):
+        compare._compare(parser.parse_args(["--preset", "cpu", "--shared-prefix", "2:500"]))
+
+
 def test_load_parses_prompts_at_concurrency() -> None:
     assert Load.parse("1000@256") == Load(1000, 256)
     assert str(Load(20, 1)) == "20@1"
@@ -98,7 +117,7 @@ def test_token_id_prompts_have_the_exact_length_and_are_reproducible() -> None:
 
 
 def test_shared_prefix_prompts_take_one_of_n_prefixes_in_turn() -> None:
-    from rayvllm.bench.endpoint import _prefix_spec
+    from rayvllm.bench.endpoint import prefix_spec
 
     prompts = make_prompts(
         6, 10, as_text=False, tokenizer=None, token_id_range=(100, 200), seed=1, shared_prefix=(2, 50)
@@ -112,10 +131,10 @@ def test_shared_prefix_prompts_take_one_of_n_prefixes_in_turn() -> None:
         4, 5, as_text=True, tokenizer=None, token_id_range=None, seed=1, shared_prefix=(2, 20)
     )
     assert texts[0].split()[:20] == texts[2].split()[:20] and len(texts[0].split()) == 25
-    assert _prefix_spec("16:2000") == (16, 2000)
+    assert prefix_spec("16:2000") == (16, 2000)
     for bad in ("16", "0:10", "2:0", "a:b"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _prefix_spec(bad)
+            prefix_spec(bad)
 
 
 def test_request_body_asks_for_usage_and_sends_vllm_extensions_only_when_set() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rayvllm.bench import report
+from rayvllm.bench.endpoint import prefix_spec
 from rayvllm.bench.loadgen import (
     CLIENT_START_S,
     DeadlineExceeded,
@@ -81,6 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-dir", help="serve this model directory instead of building the preset's")
     parser.add_argument("--port", type=int, default=8100, help="port of the server under test")
     parser.add_argument("--load", action="append", type=Load.parse, help="N@C; replaces the preset's loads")
+    parser.add_argument(
+        "--shared-prefix",
+        type=prefix_spec,
+        metavar="N:LEN",
+        help="N random prefixes of LEN tokens, one before each prompt in turn (the preset's input length "
+        "follows); engine max_model_len must hold LEN + input + output",
+    )
     parser.add_argument("--warmup", type=int, help="warm-up requests per server (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -153,6 +161,14 @@ def _compare(args: argparse.Namespace) -> int:
         scenario = dataclasses.replace(scenario, loads=tuple(args.load))
     if args.warmup is not None:
         scenario = dataclasses.replace(scenario, warmup=args.warmup)
+    if args.shared_prefix:
+        scenario = dataclasses.replace(scenario, shared_prefix=args.shared_prefix)
+        needed = args.shared_prefix[1] + scenario.input_len + scenario.output_len
+        if needed > scenario.engine_args.get("max_model_len", needed):
+            raise SystemExit(
+                f"--shared-prefix {args.shared_prefix[0]}:{args.shared_prefix[1]}: a prompt needs {needed} "
+                f"tokens, above the preset's max_model_len {scenario.engine_args['max_model_len']}"
+            )
     if args.client_processes is not None:
         scenario = dataclasses.replace(scenario, client_processes=args.client_processes)
     servers = [s for s in args.servers.split(",") if s]
@@ -194,6 +210,7 @@ def _compare(args: argparse.Namespace) -> int:
         tokenizer=str(model_dir),
         token_id_range=scenario.token_id_range,
         seed=args.seed,
+        shared_prefix=scenario.shared_prefix,
     )
     for name in servers:
         estimate = scenario.step_estimate_s.get(ServerVariant.parse(name).base, 0)
@@ -224,6 +241,13 @@ def _compare(args: argparse.Namespace) -> int:
     write_bundle(args.out, key, results_dir)
     print(f"compare: wrote {args.out}/compare.json and compare.md", file=sys.stderr)
     return 1 if failures else 0
+
+
+def shared_prefix_note(shared_prefix: list[int] | None) -> str:
+    if not shared_prefix:
+        return ""
+    count, length = shared_prefix
+    return f"; each prompt after one of {count} shared prefixes of {length} tokens, in turn"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -600,7 +624,8 @@ def markdown(bundle: dict[str, Any]) -> str:
         f"- versions: {versions}; Python {env['python']}",
         f"- engine args (all servers): `{json.dumps(scenario['engine_args'])}`",
         f"- prompts: {scenario['input_len']} tokens in (token ids), {scenario['output_len']} out, "
-        f"ignore_eos; loads {', '.join(scenario['loads'])}; {scenario['warmup']} warm-up requests per server",
+        f"ignore_eos; loads {', '.join(scenario['loads'])}; {scenario['warmup']} warm-up requests per server"
+        + shared_prefix_note(scenario.get("shared_prefix")),
         f"- measured {env['time_utc']}, commit {env['git_commit'] or 'unknown'}",
         "",
     ]

@@ -31,7 +31,7 @@ def _id_range(text: str) -> tuple[int, int]:
     return low, high
 
 
-def _prefix_spec(text: str) -> tuple[int, int]:
+def prefix_spec(text: str) -> tuple[int, int]:
     try:
         count, length = (int(x) for x in text.split(":"))
     except ValueError:
@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--shared-prefix",
-        type=_prefix_spec,
+        type=prefix_spec,
         metavar="N:LEN",
         help="N random prefixes of LEN tokens, one before each prompt in turn (--input-len tokens follow)",
     )

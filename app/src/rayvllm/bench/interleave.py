@@ -301,6 +301,7 @@ def run(
                     tokenizer=model_dir,
                     token_id_range=scenario.token_id_range,
                     seed=args.seed + 1000 * round_number + index,
+                    shared_prefix=scenario.shared_prefix,
                 )
                 started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
                 runs: list[dict[str, Any]] = []

@@ -43,6 +43,8 @@ class Scenario:
     ready_timeout_s: float = 900
     hf_batch_sizes: tuple[int, ...] = (1, 16, 64)
     hf_dtype: str = "bfloat16"
+    # (N, LEN): one of N random prefixes of LEN tokens before each prompt, in turn (prefix-cache workloads).
+    shared_prefix: tuple[int, int] | None = None
     # Client processes per load: one Python client reads about 10k SSE events/s at most.
     client_processes: int = 1
     # Split client processes start together this long after they are spawned (their imports must fit).
@@ -55,6 +57,8 @@ class Scenario:
         """What must match for results to be compared (JSON-ready)."""
         data = asdict(self)
         del data["step_estimate_s"]
+        if data["shared_prefix"] is None:
+            del data["shared_prefix"]  # so that bundles from before the option still match
         data["loads"] = [str(load) for load in self.loads]
         return dict(json.loads(json.dumps(data)))  # tuples become lists, as in the files it is compared with
 
