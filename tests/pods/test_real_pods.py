@@ -185,7 +185,10 @@ def test_prometheus_scrapes_the_pods_the_podmonitors_select(release: Release) ->
 
         def all_targets_up() -> list[dict[str, Any]] | None:
             cluster.plane.check_running()
-            targets = httpx.get(f"{api}/targets", timeout=10).json()["data"]["activeTargets"]
+            response = httpx.get(f"{api}/targets", timeout=10)
+            if response.status_code == 503:  # Prometheus answers so until its storage is ready
+                return None
+            targets = response.json()["data"]["activeTargets"]
             up = [t for t in targets if t["health"] == "up"]
             # head: metrics, as-metrics, dash-metrics; worker: metrics; the operator.
             return targets if len(targets) == len(up) == 5 else None
