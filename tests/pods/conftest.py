@@ -2,7 +2,7 @@
 namespace, and the README's Install section run as written (namespace, hf-token Secret,
 `helm install llm charts/rayvllm -n llm -f values/l4-spot.yaml`), changed only by the test overlay
 (pod_support.pods_overlay) passed after it: the image, the tiny model on the CPU engine, node selection,
-resources and test-only mounts."""
+resources, test-only mounts, and the GCS in a Redis on the node (gcs_redis.py) with its password Secret."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from control_plane import start_control_plane, wait_for
+from gcs_redis import redis_password_secret, start_redis
 from node import NETWORK, RUN_DIR, NetworkNamespace, build_images, start_node, unmount_under, wait_gone
 from pod_support import (
     CHART,
@@ -92,6 +93,8 @@ def release(
     )
     kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", hf_token_secret())
     kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", secret(dict([FIRST_KEY])))
+    start_redis(cluster.plane)
+    kube.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", redis_password_secret(NAMESPACE))
     values_dir = tmp_path_factory.mktemp("pods-values")
     values = pods_overlay(cluster.images, tiny_model_dir)
     overlay = values_dir / "pods-values.yaml"

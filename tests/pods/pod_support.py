@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from control_plane import ControlPlane
+from gcs_redis import gcs_fault_tolerance_values
 from node import Images, NetworkNamespace, Node
 from repo_tools import CHART, REPO, run_helm
 
@@ -73,7 +74,8 @@ def _sizing(model_dir: Path) -> dict[str, Any]:
 
 def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
     """The only changes to the chart's serving defaults: image, model (tiny, CPU engine), node selection,
-    resources and test-only mounts. The ingress path, niceness and everything else stay the defaults."""
+    resources, test-only mounts and the GCS's Redis. The ingress path, niceness and everything else stay the
+    defaults."""
     repository, tag = images.app_name.rsplit(":", 1)
     on_this_node = {"rayvllm.test/node": "real"}
     return {
@@ -112,6 +114,8 @@ def pods_overlay(images: Images, model_dir: Path) -> dict[str, Any]:
             ]
         },
         "apiKeys": {"existingSecret": KEYS_SECRET},
+        # The GCS in the test's Redis (gcs_redis.py), so that a head restart keeps the Serve application.
+        "gcsFaultTolerance": gcs_fault_tolerance_values(),
         # The monitors are what the Prometheus test translates and scrapes; they change no pod.
         "monitoring": {"podMonitor": {"enabled": True}},
         "pod": {

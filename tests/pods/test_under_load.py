@@ -1,6 +1,7 @@
 """Events under load on the real pods, each counted in failed requests (event_load.py): KubeRay's autoscaler
 adding a worker pod for Serve's second replica, an in-place upgrade, a worker evicted as a node drain does,
-a worker killed without notice, the scale-down after the load, and a scale from zero.
+a worker killed without notice, the head pod deleted (the GCS in Redis, gcs_redis.py), the scale-down after
+the load, and a scale from zero.
 
 Ordered, after test_real_pods.py: each test starts from the state the one before left (two replicas from the
 scale-up until the scale-down). Every event's timeline goes to out/pods-events/<event>.json.
@@ -32,6 +33,8 @@ from pod_support import (
     diagnostics,
     head_ip,
     is_ready,
+    pods,
+    rayservice_ready,
     serve_replicas,
     worker_pods,
 )
@@ -316,6 +319,68 @@ def _replaced_since(cluster: PodCluster, since: float) -> bool:
 
 def _restarts(pod: dict[str, Any]) -> int:
     return sum(s["restartCount"] for s in pod["status"].get("containerStatuses", []))
+
+
+def _heads(cluster: PodCluster) -> list[dict[str, Any]]:
+    return [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+
+
+def _replica_ids(cluster: PodCluster) -> set[str]:
+    return {r["replica_id"] for r in serve_replicas(cluster) if r["state"] == "RUNNING"}
+
+
+def test_head_restarted_with_gcs_fault_tolerance(release: Release) -> None:
+    """The head pod deleted under load: the replicas on the workers serve meanwhile, and the new head's GCS
+    (recovered from Redis) and Serve controller take them back rather than starting new ones."""
+    cluster = release.cluster
+    (head,) = _heads(cluster)
+    name, uid = head["metadata"]["name"], head["metadata"]["uid"]
+    replicas_before = _replica_ids(cluster)
+    assert replicas_before, "no replica RUNNING before the head restart"
+    workers_before = {p["metadata"]["uid"]: _restarts(p) for p in worker_pods(cluster)}
+    with _recording(
+        release,
+        "head_restarted",
+        victim=name,
+        how="pod deleted with its grace period; GCS fault tolerance on (Redis on the node)",
+    ) as watch:
+        watch.steady()
+        watch.mark("event")
+        cluster.plane.kube.http.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{name}").raise_for_status()
+        watch.mark_when(
+            "old_head_gone", "the old head pod to go", lambda: uid not in {_uid(p) for p in _heads(cluster)}
+        )
+        watch.mark_when(
+            "new_head_ready",
+            "a new head pod Ready",
+            lambda: any(is_ready(p) for p in _heads(cluster) if _uid(p) != uid),
+        )
+        watch.mark_when(
+            "full_service",
+            "the RayService Ready and as many replicas RUNNING as before",
+            lambda: rayservice_ready(cluster) and len(_replica_ids(cluster)) == len(replicas_before),
+        )
+        watch.steady()
+    replicas_after = _replica_ids(cluster)
+    workers_after = {p["metadata"]["uid"]: _restarts(p) for p in worker_pods(cluster)}
+    marks = watch.timeline.marks
+    served_headless = sum(
+        r.outcome == OK and marks["old_head_gone"] <= r.start and r.end <= marks["new_head_ready"]
+        for r in watch.timeline.requests
+    )
+    print(
+        f"\nhead restart: {served_headless} requests served with no head; replicas kept "
+        f"{len(replicas_before & replicas_after)} of {len(replicas_before)}; worker pods (uid: restarts) "
+        f"before {workers_before}, after {workers_after}"
+    )
+    assert served_headless > 0, "nothing was served while the head was away"
+    assert _failures(watch.timeline, stream=False) == {}
+    _assert_streams_end_cleanly(watch.timeline)
+
+
+def _uid(pod: dict[str, Any]) -> str:
+    uid: str = pod["metadata"]["uid"]
+    return uid
 
 
 def test_scale_down_after_the_load(release: Release) -> None:
