@@ -153,6 +153,10 @@ class Sample:
     """RUNNING replicas of the model's deployment, from the Serve REST API; None while it does not answer."""
     replicas: int | None
     """The deployment's replicas in any state (starting and stopping ones included)."""
+    rayclusters: int | None = None
+    """The RayService's RayClusters: two while a NewCluster upgrade runs."""
+    active_cluster: str | None = None
+    """The RayCluster that the RayService's status names active: its Serve Service selects that one's pods."""
 
 
 @dataclass

@@ -219,8 +219,25 @@ def worker_pods(cluster: PodCluster) -> list[dict[str, Any]]:
     return [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "worker"]
 
 
+def active_cluster(cluster: PodCluster) -> str | None:
+    """The RayCluster the RayService serves from (the old one until a NewCluster upgrade switches)."""
+    name: str | None = (
+        rayservice(cluster).get("status", {}).get("activeServiceStatus", {}).get("rayClusterName")
+    )
+    return name
+
+
+def rayclusters(cluster: PodCluster) -> list[str]:
+    items = cluster.plane.kube.items(f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayclusters")
+    return [item["metadata"]["name"] for item in items]
+
+
 def head_ip(cluster: PodCluster) -> str:
-    (head,) = [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+    """The head of the active RayCluster (two clusters run during a NewCluster upgrade)."""
+    heads = [p for p in pods(cluster) if p["metadata"]["labels"].get("ray.io/node-type") == "head"]
+    if len({p["metadata"]["labels"].get("ray.io/cluster") for p in heads}) > 1:
+        heads = [p for p in heads if p["metadata"]["labels"].get("ray.io/cluster") == active_cluster(cluster)]
+    (head,) = heads
     ip: str = head["status"]["podIP"]
     return ip
 
@@ -239,6 +256,23 @@ def serve_replicas(cluster: PodCluster) -> list[dict[str, Any]]:
         if name.startswith("VLLMServer:")
         for replica in deployment["replicas"]
     ]
+
+
+def ray_logs(cluster: PodCluster, node_ip: str, glob: str, lines: int = 400) -> str:
+    """The tails of the Ray log files on one node that match glob, from the dashboard's log API."""
+    import httpx
+
+    base = f"http://{head_ip(cluster)}:8265/api/v0/logs"
+    listing = httpx.get(base, params={"node_ip": node_ip, "glob": glob}, timeout=30)
+    listing.raise_for_status()
+    tails = []
+    for files in listing.json()["data"]["result"].values():
+        for filename in files:
+            response = httpx.get(
+                f"{base}/file", params={"node_ip": node_ip, "filename": filename, "lines": lines}, timeout=30
+            )
+            tails.append(f"--- {node_ip} {filename}\n{response.text}")
+    return "\n".join(tails)
 
 
 def is_ready(pod: dict[str, Any]) -> bool:
