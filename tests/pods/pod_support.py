@@ -242,20 +242,24 @@ def head_ip(cluster: PodCluster) -> str:
     return ip
 
 
-def serve_replicas(cluster: PodCluster) -> list[dict[str, Any]]:
-    """The model deployment's replicas from Serve's REST API on the head: state, node, start_time_s..."""
+def model_deployments(cluster: PodCluster) -> list[dict[str, Any]]:
+    """The model deployments from Serve's REST API on the head: deployment_config, replicas..."""
     import httpx
 
     response = httpx.get(f"http://{head_ip(cluster)}:8265/api/serve/applications/", timeout=10)
     response.raise_for_status()
     applications = response.json()["applications"]
     return [
-        replica
+        deployment
         for application in applications.values()
         for name, deployment in application["deployments"].items()
         if name.startswith("VLLMServer:")
-        for replica in deployment["replicas"]
     ]
+
+
+def serve_replicas(cluster: PodCluster) -> list[dict[str, Any]]:
+    """The model deployment's replicas: state, node, start_time_s..."""
+    return [replica for deployment in model_deployments(cluster) for replica in deployment["replicas"]]
 
 
 def ray_logs(cluster: PodCluster, node_ip: str, glob: str, lines: int = 400) -> str:
